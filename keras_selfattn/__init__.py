@@ -1,0 +1,15 @@
+"""keras_selfattn: Keras 3 self-attention layers for TensorFlow.
+
+Importing the package registers every layer with Keras serialization, so a
+`.keras` file saved with our layers loads with no `custom_objects`.
+"""
+
+from keras_selfattn.layers.multi_head_self_attention import (
+    MultiHeadSelfAttention as MultiHeadSelfAttention,
+)
+from keras_selfattn.version import __version__ as __version__
+
+__all__ = [
+    "MultiHeadSelfAttention",
+    "__version__",
+]

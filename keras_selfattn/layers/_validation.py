@@ -1,0 +1,99 @@
+"""Argument checks shared by every layer, with one error template.
+
+Every message names the argument, the expectation and what was received:
+
+    Received an invalid value for argument `num_heads`, expected a positive
+    integer. Received: num_heads=0
+"""
+
+import numbers
+
+
+def invalid(name, expected, value, error=ValueError):
+    """Build the standard error for argument `name`."""
+    return error(
+        f"Received an invalid value for argument `{name}`, expected "
+        f"{expected}. Received: {name}={value!r}"
+    )
+
+
+def _is_int(value):
+    # `bool` is an `int` subclass; `True` heads is a bug, not a count.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(name, value, allow_none=False):
+    """Check that `value` is a positive integer (or `None` if allowed)."""
+    if value is None and allow_none:
+        return None
+    if not _is_int(value) or value < 1:
+        expected = "a positive integer"
+        if allow_none:
+            expected += " or None"
+        raise invalid(name, expected, value)
+    return int(value)
+
+
+def non_negative_int(name, value):
+    """Check that `value` is an integer >= 0."""
+    if not _is_int(value) or value < 0:
+        raise invalid(name, "a non-negative integer", value)
+    return int(value)
+
+
+def rate(name, value):
+    """Check that `value` is a float in [0, 1) (a dropout rate)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) < 1.0
+    ):
+        raise invalid(name, "a float in the range [0, 1)", value)
+    return float(value)
+
+
+def positive_float(name, value):
+    """Check that `value` is a float > 0 (an epsilon)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not float(value) > 0.0
+    ):
+        raise invalid(name, "a positive float", value)
+    return float(value)
+
+
+def one_of(name, value, choices):
+    """Check that `value` is one of `choices` (strings)."""
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise invalid(name, f"one of {options}", value)
+    return value
+
+
+def boolean(name, value):
+    """Check that `value` is a Python bool."""
+    if not isinstance(value, bool):
+        raise invalid(name, "a bool", value, error=TypeError)
+    return value
+
+
+def sequence_shape(name, shape, layer_name):
+    """Check a `(batch_size, seq_len, features)` shape with known features.
+
+    Returns the feature size.
+    """
+    shape = tuple(shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            f"rank-3 tensor of shape (batch_size, seq_len, features) for "
+            f"layer '{layer_name}'. Received: {name}.shape={shape}"
+        )
+    if shape[-1] is None:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected the "
+            f"last (feature) dimension to be known when building layer "
+            f"'{layer_name}'. Received: {name}.shape={shape}"
+        )
+    return int(shape[-1])

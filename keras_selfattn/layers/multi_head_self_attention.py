@@ -1,0 +1,357 @@
+"""Multi-head self-attention on a single `(batch, seq_len, features)` input."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_selfattn.layers import _masking
+from keras_selfattn.layers import _validation
+
+_SCORES = ("dot_product", "additive")
+
+
+def _clone_initializer(initializer):
+    # A fresh instance per weight: a seeded initializer object shared by
+    # several weights would give them all the same values.
+    return initializer.__class__.from_config(initializer.get_config())
+
+
+@keras.saving.register_keras_serializable(package="keras_selfattn")
+class MultiHeadSelfAttention(keras.layers.Layer):
+    """Multi-head self-attention over one sequence, with Keras masking.
+
+    Each head projects the input to queries, keys and values and mixes the
+    values with softmax weights; the heads are concatenated and projected:
+
+    `head_h = softmax(score(x W_q^h, x W_k^h)) x W_v^h`,
+    `output = concat(head_1, ..., head_H) W_o`.
+
+    `score="dot_product"` is scaled dot-product attention,
+    `score(q, k) = q k^T / sqrt(key_dim)`; with the same weights the layer
+    computes exactly `keras.layers.MultiHeadAttention(num_heads, key_dim)`
+    called with `query = value = key = inputs`. `score="additive"` is the
+    additive (Bahdanau) scorer `score(q_i, k_j) = v^T tanh(q_i + k_j)` with a
+    learned vector `v` per head.
+
+    Unlike `keras.layers.MultiHeadAttention` it takes a single input, so it
+    works in `keras.Sequential`, and `key_dim` defaults to
+    `input_dim // num_heads`.
+
+    Args:
+        num_heads: int, number of attention heads.
+        key_dim: int, size of each head's queries and keys. Defaults to
+            `input_dim // num_heads` (which must then divide evenly).
+        value_dim: int, size of each head's values. Defaults to `key_dim`.
+        output_dim: int, size of the output features. Defaults to the input
+            feature size.
+        dropout: float in [0, 1), dropout rate on the attention weights.
+            Defaults to `0.0`.
+        use_bias: bool, whether the projections have biases. Defaults to
+            `True`.
+        causal: bool, whether position `i` may only attend to positions
+            `j <= i` (decoder-style). Defaults to `False`.
+        window: int or `None`, if set, position `i` only attends to
+            positions `j` with `|i - j| <= window` (with `causal`,
+            `i - window <= j <= i`).
+            Note: `keras.layers.MultiHeadAttention(sliding_window=w)` keeps
+            `|i - j| < w`, so our `window=w` equals its `sliding_window=w + 1`.
+            Defaults to `None`.
+        score: str, `"dot_product"` or `"additive"`. Defaults to
+            `"dot_product"`.
+        kernel_initializer: initializer for the projection kernels. Defaults
+            to `"glorot_uniform"`.
+        bias_initializer: initializer for the biases. Defaults to `"zeros"`.
+        kernel_regularizer: optional regularizer for the kernels.
+        bias_regularizer: optional regularizer for the biases.
+        kernel_constraint: optional constraint for the kernels.
+        bias_constraint: optional constraint for the biases.
+        seed: int or `None`, seed for the attention dropout. Defaults to
+            `None`.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: float tensor of shape `(batch_size, seq_len, input_dim)`.
+        mask: optional bool tensor of shape `(batch_size, seq_len)`, `True`
+            for real tokens. Defaults to the Keras mask carried by `inputs`.
+        attention_mask: optional bool tensor of shape
+            `(batch_size, seq_len, seq_len)` (a leading 1 broadcasts), `True`
+            where query `i` may attend to key `j`.
+        training: bool, whether dropout is active.
+        return_attention_scores: bool, whether to also return the attention
+            weights. Defaults to `False`.
+
+    Returns:
+        A tensor of shape `(batch_size, seq_len, output_dim)`, or the tuple
+        `(outputs, scores)` with `scores` of shape
+        `(batch_size, num_heads, seq_len, seq_len)` when
+        `return_attention_scores=True`.
+
+    Masking:
+        The padding mask, `attention_mask`, `causal` and `window` are combined
+        with a logical AND. Masked keys get exactly 0 weight. A query position
+        with no key left to attend to (a padded position, or a fully padded
+        sequence) outputs zeros, and its gradients are finite. The output
+        carries the input's padding mask.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> from keras_selfattn import MultiHeadSelfAttention
+    >>> layer = MultiHeadSelfAttention(num_heads=2)
+    >>> x = np.random.rand(2, 5, 8).astype("float32")
+    >>> tuple(layer(x).shape)
+    (2, 5, 8)
+    >>> mask = np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=bool)
+    >>> y, scores = layer(x, mask=mask, return_attention_scores=True)
+    >>> tuple(scores.shape)
+    (2, 2, 5, 5)
+    >>> bool(np.all(keras.ops.convert_to_numpy(y)[1] == 0.0))
+    True
+    >>> model = keras.Sequential([
+    ...     keras.Input((None,), dtype="int32"),
+    ...     keras.layers.Embedding(100, 8, mask_zero=True),
+    ...     MultiHeadSelfAttention(num_heads=2, causal=True),
+    ... ])
+    >>> tuple(model(np.array([[5, 7, 0]])).shape)
+    (1, 3, 8)
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+        - [Bahdanau et al., 2015](https://arxiv.org/abs/1409.0473)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim=None,
+        value_dim=None,
+        output_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        causal=False,
+        window=None,
+        score="dot_product",
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        seed=None,
+        **kwargs,
+    ):
+        num_heads = _validation.positive_int("num_heads", num_heads)
+        key_dim = _validation.positive_int("key_dim", key_dim, allow_none=True)
+        value_dim = _validation.positive_int(
+            "value_dim", value_dim, allow_none=True
+        )
+        output_dim = _validation.positive_int(
+            "output_dim", output_dim, allow_none=True
+        )
+        dropout = _validation.rate("dropout", dropout)
+        use_bias = _validation.boolean("use_bias", use_bias)
+        causal = _validation.boolean("causal", causal)
+        window = _validation.positive_int("window", window, allow_none=True)
+        score = _validation.one_of("score", score, _SCORES)
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.value_dim = value_dim
+        self.output_dim = output_dim
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self.causal = causal
+        self.window = window
+        self.score = score
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.seed = seed
+        self.supports_masking = True
+        self._dropout_layer = keras.layers.Dropout(
+            dropout,
+            seed=seed,
+            dtype=self.dtype_policy,
+            name="attention_dropout",
+        )
+
+    def build(self, input_shape):
+        input_dim = _validation.sequence_shape("inputs", input_shape, self.name)
+        self._build_projections(input_dim, input_dim)
+
+    def _build_projections(self, query_dim, context_dim):
+        """Create the weights for queries of `query_dim` features attending
+        over a context of `context_dim` features."""
+        if self.key_dim is None and query_dim % self.num_heads != 0:
+            raise ValueError(
+                "Received an invalid value for argument `num_heads`, expected "
+                f"a divisor of the input feature size {query_dim} when "
+                "`key_dim` is not given (or pass `key_dim`). Received: "
+                f"num_heads={self.num_heads}"
+            )
+        self._key_dim = self.key_dim or query_dim // self.num_heads
+        self._value_dim = self.value_dim or self._key_dim
+        self._output_dim = self.output_dim or query_dim
+        heads, kd, vd = self.num_heads, self._key_dim, self._value_dim
+        self.query_kernel = self._kernel("query_kernel", (query_dim, heads, kd))
+        self.key_kernel = self._kernel("key_kernel", (context_dim, heads, kd))
+        self.value_kernel = self._kernel(
+            "value_kernel", (context_dim, heads, vd)
+        )
+        self.output_kernel = self._kernel(
+            "output_kernel", (heads, vd, self._output_dim)
+        )
+        if self.use_bias:
+            self.query_bias = self._bias("query_bias", (heads, kd))
+            self.key_bias = self._bias("key_bias", (heads, kd))
+            self.value_bias = self._bias("value_bias", (heads, vd))
+            self.output_bias = self._bias("output_bias", (self._output_dim,))
+        if self.score == "additive":
+            self.score_vector = self._kernel("score_vector", (heads, kd))
+        self._dropout_layer.build(None)
+
+    def _kernel(self, name, shape):
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            initializer=_clone_initializer(self.kernel_initializer),
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+
+    def _bias(self, name, shape):
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            initializer=_clone_initializer(self.bias_initializer),
+            regularizer=self.bias_regularizer,
+            constraint=self.bias_constraint,
+        )
+
+    def call(
+        self,
+        inputs,
+        mask=None,
+        attention_mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
+        padding = _masking.check_padding_mask(
+            "mask", _masking.resolve_mask(inputs, mask), inputs
+        )
+        attention_mask = _masking.check_attention_mask(
+            "attention_mask", attention_mask, inputs.shape, inputs.shape
+        )
+        seq_len = ops.shape(inputs)[1]
+        band = _masking.band_mask(seq_len, seq_len, self.causal, self.window)
+        merged = _masking.attention_mask_from(
+            query_mask=padding,
+            key_mask=padding,
+            attention_mask=attention_mask,
+            band=band,
+        )
+        outputs, scores = self._attend(inputs, inputs, merged, training)
+        _masking.set_keras_mask(outputs, padding)
+        if return_attention_scores:
+            return outputs, scores
+        return outputs
+
+    def _project(self, x, kernel, bias):
+        # (B, T, D) x (D, N, H) -> (B, N, T, H): heads first, so the score and
+        # mixing products are plain batched matmuls over (B, N).
+        y = ops.einsum("btd,dnh->bnth", x, kernel)
+        if self.use_bias:
+            y = y + bias[None, :, None, :]
+        return y
+
+    def _attend(self, query_inputs, context, mask, training):
+        """Attention of `query_inputs` over `context` under a bool `mask`.
+
+        Args:
+            query_inputs: `(B, T_q, D_q)`.
+            context: `(B, T_k, D_k)`.
+            mask: bool broadcastable to `(B, T_q, T_k)`, or `None`.
+
+        Returns:
+            `(outputs (B, T_q, output_dim), probs (B, N, T_q, T_k))`.
+        """
+        query = self._project(
+            query_inputs, self.query_kernel, getattr(self, "query_bias", None)
+        )  # (B, N, T_q, H)
+        key = self._project(
+            context, self.key_kernel, getattr(self, "key_bias", None)
+        )  # (B, N, T_k, H)
+        value = self._project(
+            context, self.value_kernel, getattr(self, "value_bias", None)
+        )  # (B, N, T_k, V)
+        if self.score == "dot_product":
+            # Scale the queries, not the (larger) T_q x T_k score matrix.
+            query = query * ops.cast(
+                1.0 / math.sqrt(self._key_dim), query.dtype
+            )
+            scores = ops.einsum("bnqh,bnkh->bnqk", query, key)  # (B,N,Tq,Tk)
+        else:
+            # v^T tanh(q_i + k_j): (B, N, T_q, 1, H) + (B, N, 1, T_k, H).
+            hidden = ops.tanh(query[:, :, :, None, :] + key[:, :, None, :, :])
+            scores = ops.einsum("bnqkh,nh->bnqk", hidden, self.score_vector)
+        head_mask = None if mask is None else mask[:, None, :, :]
+        # float32 softmax with select-and-zero (see _masking.masked_softmax).
+        probs = _masking.masked_softmax(scores, head_mask)
+        probs = ops.cast(probs, self.compute_dtype)
+        dropped = self._dropout_layer(probs, training=training)
+        context_heads = ops.einsum("bnqk,bnkv->bnqv", dropped, value)
+        outputs = ops.einsum(
+            "bnqv,nvo->bqo", context_heads, self.output_kernel
+        )  # (B, T_q, output_dim)
+        if self.use_bias:
+            outputs = outputs + self.output_bias
+        if mask is not None:
+            # A query with no valid key outputs zeros (not the output bias).
+            has_key = ops.any(mask, axis=-1, keepdims=True)  # (B|1, T_q, 1)
+            outputs = ops.where(has_key, outputs, ops.zeros_like(outputs))
+        return outputs, probs
+
+    def compute_mask(self, inputs, mask=None):
+        return _masking.resolve_mask(inputs, mask)
+
+    def compute_output_shape(self, input_shape):
+        output_dim = self.output_dim or input_shape[-1]
+        return tuple(input_shape[:-1]) + (output_dim,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "value_dim": self.value_dim,
+            "output_dim": self.output_dim,
+            "dropout": self.dropout,
+            "use_bias": self.use_bias,
+            "causal": self.causal,
+            "window": self.window,
+            "score": self.score,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+            "bias_initializer": keras.initializers.serialize(
+                self.bias_initializer
+            ),
+            "kernel_regularizer": keras.regularizers.serialize(
+                self.kernel_regularizer
+            ),
+            "bias_regularizer": keras.regularizers.serialize(
+                self.bias_regularizer
+            ),
+            "kernel_constraint": keras.constraints.serialize(
+                self.kernel_constraint
+            ),
+            "bias_constraint": keras.constraints.serialize(
+                self.bias_constraint
+            ),
+            "seed": self.seed,
+        }

@@ -1,0 +1,349 @@
+"""One contract, every layer: the shared layer-test harness.
+
+A layer test describes its layer once with a `LayerSpec` and runs every
+check with `run_layer_test(spec)` (or parametrizes over `CHECKS`, so each
+check reports on its own). The checks:
+
+- `config`: `get_config` is JSON-serializable, `from_config` rebuilds an
+  identical config, and every constructor argument appears in the config.
+- `weights`: trainable / non-trainable weight counts after build.
+- `shapes`: symbolic (functional) output shapes equal eager ones, and
+  `compute_output_shape` agrees.
+- `train`: every trainable weight gets a finite, non-zero gradient, and one
+  `model.fit` step runs.
+- `mixed_precision`: `mixed_float16` and `mixed_bfloat16` stay finite and
+  close to float32 with the same weights.
+- `masking`: the output carries the input mask; random values at padded
+  positions leave unpadded outputs unchanged; (for attention layers) padded
+  positions and fully padded rows give zeros with finite gradients.
+- `saving`: `.keras` save/load in functional, Sequential and subclassed
+  models gives identical outputs, with no `custom_objects`.
+- `export`: `model.export()` reloads with `tf.saved_model.load` (two batch
+  sizes) and `keras.layers.TFSMLayer`, with identical outputs.
+- `xla`: `jit_compile=True` equals eager, with a variable sequence length.
+"""
+
+import dataclasses
+import inspect
+import json
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_selfattn.layers import _masking
+
+
+@dataclasses.dataclass
+class LayerSpec:
+    """How to build and feed one layer for the harness.
+
+    Attributes:
+        cls: the layer class.
+        init_kwargs: constructor arguments.
+        input_data: the main input, a NumPy array `(batch, seq_len, ...)`.
+        extra_inputs: more tensors passed to `call` by keyword (for example
+            `encoder_outputs`); each becomes a named `keras.Input`.
+        mask: a `(batch, seq_len)` bool padding mask for the masking checks,
+            with at least one row fully padded; `None` skips them.
+        expected_num_trainable_weights: trainable weights after build.
+        expected_num_non_trainable_weights: non-trainable weights.
+        zeros_at_padding: whether padded positions must output zeros (true of
+            the attention layers and blocks).
+        values_at_padding: whether padded positions may hold arbitrary values
+            (false for token ids, where padding *is* the value 0).
+        float_tolerance: tolerance for float32 comparisons.
+        mixed_tolerance: tolerance for mixed precision against float32.
+    """
+
+    cls: type
+    init_kwargs: dict
+    input_data: np.ndarray
+    extra_inputs: dict = dataclasses.field(default_factory=dict)
+    mask: np.ndarray = None
+    expected_num_trainable_weights: int = None
+    expected_num_non_trainable_weights: int = 0
+    zeros_at_padding: bool = True
+    values_at_padding: bool = True
+    float_tolerance: float = 1e-5
+    mixed_tolerance: float = 5e-2
+
+    def make(self, **overrides):
+        return self.cls(**{**self.init_kwargs, **overrides})
+
+    def call_inputs(self):
+        """The inputs as `(args, kwargs)` NumPy structures."""
+        return self.input_data, dict(self.extra_inputs)
+
+    def symbolic_inputs(self, variable_length=True):
+        """Named `keras.Input`s: the main one and one per extra input."""
+
+        def make_input(name, array):
+            shape = list(array.shape[1:])
+            if variable_length and shape:
+                shape[0] = None
+            return keras.Input(
+                shape=tuple(shape), dtype=str(array.dtype), name=name
+            )
+
+        main = make_input("inputs", self.input_data)
+        extras = {k: make_input(k, v) for k, v in self.extra_inputs.items()}
+        return main, extras
+
+
+def to_numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+def assert_close(actual, expected, tol, what=""):
+    actual = np.asarray(to_numpy(actual), dtype=np.float64)
+    expected = np.asarray(to_numpy(expected), dtype=np.float64)
+    assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
+    diff = np.max(np.abs(actual - expected)) if actual.size else 0.0
+    assert diff <= tol, f"{what}: max abs diff {diff} > {tol}"
+
+
+def functional_model(spec, layer=None, variable_length=True):
+    """`inputs (+ extras) -> layer -> output` as a functional model."""
+    layer = layer or spec.make()
+    main, extras = spec.symbolic_inputs(variable_length)
+    outputs = layer(main, **extras)
+    inputs = [main, *extras.values()] if extras else main
+    return keras.Model(inputs, outputs)
+
+
+def model_inputs(spec):
+    """The NumPy inputs matching `functional_model(spec)`."""
+    if spec.extra_inputs:
+        return [spec.input_data, *spec.extra_inputs.values()]
+    return spec.input_data
+
+
+class _Subclassed(keras.Model):
+    """A subclassed model wrapping one layer (for the saving check)."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, inputs):
+        return self.layer(inputs)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "layer": keras.saving.serialize_keras_object(self.layer),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"))
+        return cls(layer, **config)
+
+
+keras.saving.register_keras_serializable(package="keras_selfattn_tests")(
+    _Subclassed
+)
+
+
+# --------------------------------------------------------------------------
+# The checks.
+
+
+def check_config(spec):
+    layer = spec.make()
+    config = layer.get_config()
+    # The config must survive JSON, as it does inside a `.keras` file.
+    config = json.loads(json.dumps(config))
+    rebuilt = spec.cls.from_config(config)
+    assert rebuilt.get_config() == layer.get_config()
+    params = inspect.signature(spec.cls.__init__).parameters
+    names = [
+        n
+        for n, p in params.items()
+        if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    missing = [n for n in names if n not in config]
+    assert not missing, f"constructor arguments missing from config: {missing}"
+    for name in spec.init_kwargs:
+        assert name in config, name
+
+
+def check_weights(spec):
+    model = functional_model(spec)
+    layer = model.layers[-1]
+    if spec.expected_num_trainable_weights is not None:
+        assert (
+            len(layer.trainable_weights) == spec.expected_num_trainable_weights
+        ), [w.path for w in layer.trainable_weights]
+    assert (
+        len(layer.non_trainable_weights)
+        == spec.expected_num_non_trainable_weights
+    ), [w.path for w in layer.non_trainable_weights]
+
+
+def check_shapes(spec):
+    layer = spec.make()
+    main, extras = spec.symbolic_inputs()
+    symbolic = layer(main, **extras)
+    args, kwargs = spec.call_inputs()
+    eager = layer(args, **kwargs)
+    sym_shape = tuple(symbolic.shape)
+    eager_shape = tuple(eager.shape)
+    assert len(sym_shape) == len(eager_shape)
+    for s, e in zip(sym_shape, eager_shape, strict=True):
+        assert s is None or s == e, (sym_shape, eager_shape)
+    assert sym_shape[-1] == eager_shape[-1]
+    if not extras:
+        computed = layer.compute_output_shape(spec.input_data.shape)
+        assert tuple(computed) == eager_shape
+
+
+def check_train(spec):
+    model = functional_model(spec)
+    inputs = model_inputs(spec)
+    with tf.GradientTape() as tape:
+        out = model(inputs, training=True)
+        loss = tf.reduce_sum(tf.square(out)) + tf.reduce_sum(out)
+    grads = tape.gradient(loss, model.trainable_weights)
+    for weight, grad in zip(model.trainable_weights, grads, strict=True):
+        assert grad is not None, f"no gradient for {weight.path}"
+        g = to_numpy(grad)
+        assert np.all(np.isfinite(g)), f"non-finite gradient for {weight.path}"
+        assert np.any(g != 0), f"zero gradient for {weight.path}"
+    target = np.zeros(tuple(out.shape), dtype="float32")
+    model.compile(optimizer="sgd", loss="mse")
+    history = model.fit(inputs, target, epochs=1, batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def check_mixed_precision(spec):
+    reference = functional_model(spec)
+    expected = to_numpy(reference(model_inputs(spec)))
+    for policy in ("mixed_float16", "mixed_bfloat16"):
+        layer = spec.make(dtype=policy)
+        model = functional_model(spec, layer)
+        model.set_weights(reference.get_weights())
+        out = model(model_inputs(spec))
+        assert policy.split("_")[1] in str(out.dtype), out.dtype
+        values = to_numpy(ops.cast(out, "float32"))
+        assert np.all(np.isfinite(values)), policy
+        scale = max(1.0, float(np.max(np.abs(expected))))
+        tol = spec.mixed_tolerance * (4 if policy == "mixed_bfloat16" else 1)
+        assert_close(values / scale, expected / scale, tol, policy)
+
+
+def check_masking(spec):
+    if spec.mask is None:
+        return
+    mask = np.asarray(spec.mask, dtype=bool)
+    assert not mask.all(axis=1).all(), "spec.mask needs a padded position"
+    layer = spec.make()
+    args, kwargs = spec.call_inputs()
+    out = layer(args, mask=mask, **kwargs)
+    out_mask = _masking.get_keras_mask(out)
+    assert out_mask is not None, "output lost the mask"
+    np.testing.assert_array_equal(to_numpy(out_mask), mask)
+    values = to_numpy(out)
+    if spec.values_at_padding:
+        rng = np.random.default_rng(0)
+        noisy = np.array(args, copy=True)
+        noise = rng.normal(size=noisy.shape).astype(noisy.dtype) * 10
+        noisy[~mask] = noise[~mask]
+        out2 = to_numpy(layer(noisy, mask=mask, **kwargs))
+        assert_close(
+            out2[mask], values[mask], spec.float_tolerance, "padding leaked"
+        )
+    if spec.zeros_at_padding:
+        assert np.all(values[~mask] == 0.0), "padded positions must be zero"
+        x = tf.convert_to_tensor(args)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, mask=mask, **kwargs)
+            loss = tf.reduce_sum(tf.square(y))
+        grads = [tape.gradient(loss, x)]
+        for g in grads:
+            assert np.all(np.isfinite(to_numpy(g))), "non-finite gradient"
+    # The mask is also honoured when it only rides on the input tensor.
+    x = tf.convert_to_tensor(args)
+    _masking.set_keras_mask(x, tf.constant(mask))
+    out3 = to_numpy(layer(x, **kwargs))
+    assert_close(out3, values, spec.float_tolerance, "mask from _keras_mask")
+
+
+def check_saving(spec):
+    inputs = model_inputs(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {"functional": functional_model(spec)}
+        if not spec.extra_inputs:
+            main, _ = spec.symbolic_inputs()
+            models["sequential"] = keras.Sequential([main, spec.make()])
+            sub = _Subclassed(spec.make())
+            sub(spec.input_data)
+            models["subclassed"] = sub
+        for kind, model in models.items():
+            expected = to_numpy(model(inputs))
+            path = os.path.join(tmp, f"{kind}.keras")
+            model.save(path)
+            loaded = keras.saving.load_model(path, safe_mode=True)
+            assert_close(loaded(inputs), expected, 1e-6, f"{kind} reload")
+            names = [type(x).__name__ for x in loaded.layers]
+            assert spec.cls.__name__ in names or kind == "subclassed", names
+
+
+def check_export(spec):
+    model = functional_model(spec)
+    inputs = model_inputs(spec)
+    expected = to_numpy(model(inputs))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "exported")
+        model.export(path, verbose=False)
+        reloaded = tf.saved_model.load(path)
+        assert_close(reloaded.serve(inputs), expected, 1e-5, "serve")
+        # A different batch size through the same signature.
+        single = (
+            [x[:1] for x in inputs] if isinstance(inputs, list) else inputs[:1]
+        )
+        assert_close(reloaded.serve(single), expected[:1], 1e-5, "batch 1")
+        tfsm = keras.layers.TFSMLayer(path, call_endpoint="serve")
+        assert_close(tfsm(inputs), expected, 1e-5, "TFSMLayer")
+
+
+def check_xla(spec):
+    model = functional_model(spec)
+    inputs = model_inputs(spec)
+    eager = to_numpy(model(inputs))
+    compiled = tf.function(model, jit_compile=True)
+    assert_close(compiled(inputs), eager, 1e-4, "jit_compile")
+    # Variable length: a shorter sequence through the same model.
+    shorter = (
+        [x[:, :3] for x in inputs]
+        if isinstance(inputs, list)
+        else inputs[:, :3]
+    )
+    assert_close(
+        compiled(shorter), to_numpy(model(shorter)), 1e-4, "jit shorter"
+    )
+
+
+CHECKS = {
+    "config": check_config,
+    "weights": check_weights,
+    "shapes": check_shapes,
+    "train": check_train,
+    "mixed_precision": check_mixed_precision,
+    "masking": check_masking,
+    "saving": check_saving,
+    "export": check_export,
+    "xla": check_xla,
+}
+
+
+def run_layer_test(spec, checks=None):
+    """Run the named checks (all by default) on `spec`."""
+    for name in checks or CHECKS:
+        CHECKS[name](spec)
