@@ -7,9 +7,13 @@ Importing the package registers every layer with Keras serialization, so a
 from keras_selfattn.layers.multi_head_self_attention import (
     MultiHeadSelfAttention as MultiHeadSelfAttention,
 )
+from keras_selfattn.layers.sequence_pooling import (
+    SequencePooling as SequencePooling,
+)
 from keras_selfattn.version import __version__ as __version__
 
 __all__ = [
     "MultiHeadSelfAttention",
+    "SequencePooling",
     "__version__",
 ]

@@ -242,13 +242,21 @@ def check_masking(spec):
         return
     mask = np.asarray(spec.mask, dtype=bool)
     assert not mask.all(axis=1).all(), "spec.mask needs a padded position"
+    empty_rows = ~mask.any(axis=1)
+    assert empty_rows.any(), "spec.mask needs a fully padded row"
     layer = spec.make()
     args, kwargs = spec.call_inputs()
     out = layer(args, mask=mask, **kwargs)
-    out_mask = _masking.get_keras_mask(out)
-    assert out_mask is not None, "output lost the mask"
-    np.testing.assert_array_equal(to_numpy(out_mask), mask)
     values = to_numpy(out)
+    # Per-position outputs keep the mask; pooled outputs consume it.
+    per_position = values.ndim >= 3 and values.shape[1] == mask.shape[1]
+    kept = mask if per_position else np.ones(values.shape[:1], dtype=bool)
+    out_mask = _masking.get_keras_mask(out)
+    if per_position:
+        assert out_mask is not None, "output lost the mask"
+        np.testing.assert_array_equal(to_numpy(out_mask), mask)
+    else:
+        assert out_mask is None, "a pooled output must not carry a mask"
     if spec.values_at_padding:
         rng = np.random.default_rng(0)
         noisy = np.array(args, copy=True)
@@ -256,18 +264,19 @@ def check_masking(spec):
         noisy[~mask] = noise[~mask]
         out2 = to_numpy(layer(noisy, mask=mask, **kwargs))
         assert_close(
-            out2[mask], values[mask], spec.float_tolerance, "padding leaked"
+            out2[kept], values[kept], spec.float_tolerance, "padding leaked"
         )
     if spec.zeros_at_padding:
-        assert np.all(values[~mask] == 0.0), "padded positions must be zero"
+        padded = ~mask if per_position else empty_rows
+        assert np.all(values[padded] == 0.0), "padded outputs must be zero"
         x = tf.convert_to_tensor(args)
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x, mask=mask, **kwargs)
-            loss = tf.reduce_sum(tf.square(y))
-        grads = [tape.gradient(loss, x)]
-        for g in grads:
-            assert np.all(np.isfinite(to_numpy(g))), "non-finite gradient"
+            loss = tf.reduce_sum(tf.square(y)) + tf.reduce_sum(y)
+        grad = to_numpy(tape.gradient(loss, x))
+        assert np.all(np.isfinite(grad)), "non-finite gradient"
+        assert np.all(grad[empty_rows] == 0.0), "gradient into empty rows"
     # The mask is also honoured when it only rides on the input tensor.
     x = tf.convert_to_tensor(args)
     _masking.set_keras_mask(x, tf.constant(mask))

@@ -3,7 +3,11 @@
 from keras_selfattn.layers.multi_head_self_attention import (
     MultiHeadSelfAttention as MultiHeadSelfAttention,
 )
+from keras_selfattn.layers.sequence_pooling import (
+    SequencePooling as SequencePooling,
+)
 
 __all__ = [
     "MultiHeadSelfAttention",
+    "SequencePooling",
 ]
