@@ -1,0 +1,33 @@
+"""Fenced Python blocks in README.md and docs/*.md run as tests."""
+
+import glob
+import os
+import re
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
+FILES = [os.path.join(ROOT, "README.md")] + sorted(
+    glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+)
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def _blocks():
+    for path in FILES:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for i, match in enumerate(BLOCK.finditer(text)):
+            name = f"{os.path.relpath(path, ROOT)}#{i}"
+            yield pytest.param(match.group(1), id=name)
+
+
+@pytest.mark.parametrize("code", list(_blocks()))
+def test_python_block_runs(code, tmp_path, monkeypatch):
+    # Each block runs on its own, in a scratch directory.
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "<docs>", "exec"), {"__name__": "__docs__"})
+
+
+def test_readme_has_a_python_block():
+    assert any(True for _ in _blocks())
