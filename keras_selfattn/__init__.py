@@ -10,10 +10,18 @@ from keras_selfattn.layers.multi_head_self_attention import (
 from keras_selfattn.layers.sequence_pooling import (
     SequencePooling as SequencePooling,
 )
+from keras_selfattn.layers.transformer_block import (
+    TransformerBlock as TransformerBlock,
+)
+from keras_selfattn.layers.transformer_decoder_block import (
+    TransformerDecoderBlock as TransformerDecoderBlock,
+)
 from keras_selfattn.version import __version__ as __version__
 
 __all__ = [
     "MultiHeadSelfAttention",
     "SequencePooling",
+    "TransformerBlock",
+    "TransformerDecoderBlock",
     "__version__",
 ]

@@ -8,6 +8,9 @@ Every message names the argument, the expectation and what was received:
 
 import numbers
 
+# The attention scorers every attention layer accepts.
+ATTENTION_SCORES = ("dot_product", "additive")
+
 
 def invalid(name, expected, value, error=ValueError):
     """Build the standard error for argument `name`."""

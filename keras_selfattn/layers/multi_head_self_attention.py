@@ -5,16 +5,11 @@ import math
 import keras
 from keras import ops
 
+from keras_selfattn.layers import _initializers
 from keras_selfattn.layers import _masking
 from keras_selfattn.layers import _validation
 
-_SCORES = ("dot_product", "additive")
-
-
-def _clone_initializer(initializer):
-    # A fresh instance per weight: a seeded initializer object shared by
-    # several weights would give them all the same values.
-    return initializer.__class__.from_config(initializer.get_config())
+_SCORES = _validation.ATTENTION_SCORES
 
 
 @keras.saving.register_keras_serializable(package="keras_selfattn")
@@ -216,19 +211,26 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self._dropout_layer.build(None)
 
     def _kernel(self, name, shape):
+        # A distinct seed offset per weight (see `clone_initializer`).
+        offset = len(self.weights)
         return self.add_weight(
             name=name,
             shape=shape,
-            initializer=_clone_initializer(self.kernel_initializer),
+            initializer=_initializers.clone_initializer(
+                self.kernel_initializer, offset
+            ),
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
 
     def _bias(self, name, shape):
+        offset = len(self.weights)
         return self.add_weight(
             name=name,
             shape=shape,
-            initializer=_clone_initializer(self.bias_initializer),
+            initializer=_initializers.clone_initializer(
+                self.bias_initializer, offset
+            ),
             regularizer=self.bias_regularizer,
             constraint=self.bias_constraint,
         )
@@ -322,6 +324,25 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         output_dim = self.output_dim or input_shape[-1]
         return tuple(input_shape[:-1]) + (output_dim,)
+
+    def compute_output_spec(
+        self,
+        inputs,
+        mask=None,
+        attention_mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
+        outputs = keras.KerasTensor(
+            self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
+        )
+        if not return_attention_scores:
+            return outputs
+        batch, seq_len = inputs.shape[:2]
+        scores = keras.KerasTensor(
+            (batch, self.num_heads, seq_len, seq_len), dtype=self.compute_dtype
+        )
+        return outputs, scores
 
     def get_config(self):
         return {

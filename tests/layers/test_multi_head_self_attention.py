@@ -296,3 +296,32 @@ def test_property_masking_causal_window(
         later[:, t:] += 3.0
         out3 = harness.to_numpy(layer(later, mask=mask))
         np.testing.assert_allclose(out3[:, :t], out[:, :t], atol=1e-5)
+
+
+def test_symbolic_call_returns_scores():
+    inputs = keras.Input((None, WIDTH))
+    layer = MultiHeadSelfAttention(HEADS)
+    outputs, scores = layer(inputs, return_attention_scores=True)
+    assert tuple(outputs.shape) == (None, None, WIDTH)
+    assert tuple(scores.shape) == (None, HEADS, None, None)
+    model = keras.Model(inputs, [outputs, scores])
+    y, s = model(_inputs())
+    assert tuple(s.shape) == (BATCH, HEADS, LENGTH, LENGTH)
+    harness.assert_close(y, layer(_inputs()), 1e-6, "functional vs eager")
+
+
+def test_seeded_initializer_gives_distinct_kernels():
+    layer = MultiHeadSelfAttention(
+        HEADS, kernel_initializer=keras.initializers.GlorotUniform(seed=1)
+    )
+    layer(_inputs())
+    q, k = (
+        harness.to_numpy(layer.query_kernel),
+        harness.to_numpy(layer.key_kernel),
+    )
+    assert not np.array_equal(q, k)
+    again = MultiHeadSelfAttention(
+        HEADS, kernel_initializer=keras.initializers.GlorotUniform(seed=1)
+    )
+    again(_inputs())
+    np.testing.assert_array_equal(harness.to_numpy(again.query_kernel), q)

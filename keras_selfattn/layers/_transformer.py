@@ -1,0 +1,170 @@
+"""What the Transformer blocks share: scalar arguments, the feed-forward
+network and the residual + layer-norm wiring around each sub-layer."""
+
+import keras
+
+from keras_selfattn.layers import _masking
+from keras_selfattn.layers import _validation
+from keras_selfattn.layers._initializers import clone_initializer
+
+
+def _offset_seed(seed, offset):
+    # Each dropout gets its own seed: two `Dropout` layers seeded alike draw
+    # identical masks whenever their inputs have the same shape.
+    return None if seed is None else seed + offset
+
+
+class TransformerLayer(keras.layers.Layer):
+    """What the encoder and decoder blocks share: the scalar arguments, the
+    feed-forward network and the residual + norm wiring of a sub-layer."""
+
+    def __init__(
+        self,
+        num_heads,
+        ff_dim,
+        key_dim,
+        dropout,
+        attention_dropout,
+        activation,
+        norm_first,
+        layer_norm_epsilon,
+        kernel_initializer,
+        bias_initializer,
+        seed,
+        **kwargs,
+    ):
+        num_heads = _validation.positive_int("num_heads", num_heads)
+        ff_dim = _validation.positive_int("ff_dim", ff_dim)
+        key_dim = _validation.positive_int("key_dim", key_dim, allow_none=True)
+        dropout = _validation.rate("dropout", dropout)
+        if attention_dropout is None:
+            attention_dropout = dropout
+        attention_dropout = _validation.rate(
+            "attention_dropout", attention_dropout
+        )
+        try:
+            activation = keras.activations.get(activation)
+        except (ValueError, TypeError):
+            raise _validation.invalid(
+                "activation", "a Keras activation name or callable", activation
+            ) from None
+        norm_first = _validation.boolean("norm_first", norm_first)
+        layer_norm_epsilon = _validation.positive_float(
+            "layer_norm_epsilon", layer_norm_epsilon
+        )
+        if seed is not None:
+            seed = _validation.non_negative_int("seed", seed)
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.ff_dim = ff_dim
+        self.key_dim = key_dim
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation = activation
+        self.norm_first = norm_first
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.seed = seed
+        self.supports_masking = True
+
+    def _attention_kwargs(self, seed_offset):
+        """Arguments for an attention sub-layer."""
+        return {
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "dropout": self.attention_dropout,
+            "kernel_initializer": clone_initializer(
+                self.kernel_initializer, 10 * seed_offset
+            ),
+            "bias_initializer": clone_initializer(
+                self.bias_initializer, 10 * seed_offset
+            ),
+            "seed": _offset_seed(self.seed, seed_offset),
+            "dtype": self.dtype_policy,
+        }
+
+    def _norm_and_dropout(self, prefix, input_shape, seed_offset):
+        """The `LayerNormalization` and residual `Dropout` of a sub-layer."""
+        # Keras' layer normalization computes in float32 even for float16
+        # inputs (`ops.layer_normalization` upcasts), so `dtype_policy` is
+        # safe under mixed precision.
+        norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name=f"{prefix}_layer_norm",
+        )
+        norm.build(input_shape)
+        dropout = keras.layers.Dropout(
+            self.dropout,
+            seed=_offset_seed(self.seed, seed_offset),
+            dtype=self.dtype_policy,
+            name=f"{prefix}_dropout",
+        )
+        dropout.build(input_shape)
+        return norm, dropout
+
+    def _build_feedforward(self, input_shape, seed_offset):
+        """The position-wise network `Dense(ff_dim) -> Dense(hidden_dim)`."""
+        hidden_dim = input_shape[-1]
+        self._feedforward_intermediate = keras.layers.Dense(
+            self.ff_dim,
+            activation=self.activation,
+            # Offsets past any attention sub-layer's (it uses 0..8).
+            kernel_initializer=clone_initializer(self.kernel_initializer, 100),
+            bias_initializer=clone_initializer(self.bias_initializer, 101),
+            dtype=self.dtype_policy,
+            name="feedforward_intermediate_dense",
+        )
+        self._feedforward_intermediate.build(input_shape)
+        self._feedforward_output = keras.layers.Dense(
+            hidden_dim,
+            kernel_initializer=clone_initializer(self.kernel_initializer, 102),
+            bias_initializer=clone_initializer(self.bias_initializer, 103),
+            dtype=self.dtype_policy,
+            name="feedforward_output_dense",
+        )
+        self._feedforward_output.build(tuple(input_shape[:-1]) + (self.ff_dim,))
+        self._feedforward_norm, self._feedforward_dropout = (
+            self._norm_and_dropout("feedforward", input_shape, seed_offset)
+        )
+
+    def _sublayer_input(self, x, norm):
+        # Pre-norm normalizes what enters the sub-layer ...
+        return norm(x) if self.norm_first else x
+
+    def _sublayer_output(self, x, y, norm, dropout, training):
+        # ... post-norm normalizes the residual sum.
+        y = x + dropout(y, training=training)
+        return y if self.norm_first else norm(y)
+
+    def _feedforward(self, x, training):
+        y = self._sublayer_input(x, self._feedforward_norm)
+        y = self._feedforward_intermediate(y)  # (B, T, ff_dim)
+        y = self._feedforward_output(y)  # (B, T, D)
+        return self._sublayer_output(
+            x, y, self._feedforward_norm, self._feedforward_dropout, training
+        )
+
+    def compute_mask(self, inputs, mask=None):
+        return _masking.resolve_mask(inputs, mask)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "ff_dim": self.ff_dim,
+            "key_dim": self.key_dim,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "activation": keras.activations.serialize(self.activation),
+            "norm_first": self.norm_first,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+            "bias_initializer": keras.initializers.serialize(
+                self.bias_initializer
+            ),
+            "seed": self.seed,
+        }

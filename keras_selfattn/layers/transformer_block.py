@@ -1,0 +1,237 @@
+"""A Transformer encoder block (or, with `causal=True`, a GPT-style decoder
+block): self-attention and a feed-forward network, each with a residual
+connection and layer normalization."""
+
+import keras
+
+from keras_selfattn.layers import _masking
+from keras_selfattn.layers import _transformer
+from keras_selfattn.layers import _validation
+from keras_selfattn.layers.multi_head_self_attention import (
+    MultiHeadSelfAttention,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_selfattn")
+class TransformerBlock(_transformer.TransformerLayer):
+    """A Transformer block: self-attention, then a feed-forward network.
+
+    Post-norm (the original Transformer, the default):
+
+    `x = LN(x + Dropout(SelfAttention(x)))`,
+    `y = LN(x + Dropout(FF(x)))`, with `FF(x) = act(x W_1 + b_1) W_2 + b_2`.
+
+    Pre-norm (`norm_first=True`, GPT-2 style, easier to train deep):
+    `x = x + Dropout(SelfAttention(LN(x)))`, `y = x + Dropout(FF(LN(x)))`,
+    with no final normalization: put a `keras.layers.LayerNormalization`
+    after the last pre-norm block.
+
+    The self-attention is a `MultiHeadSelfAttention` sub-layer, so `causal`,
+    `window` and `score` mean what they mean there. With `causal=True` this
+    is a decoder-only (GPT-style) block.
+
+    Args:
+        num_heads: int, number of attention heads.
+        ff_dim: int, hidden size of the feed-forward network.
+        key_dim: int, size of each head's queries and keys. Defaults to
+            `hidden_dim // num_heads` (which must then divide evenly).
+        dropout: float in [0, 1), dropout rate on the outputs of the
+            attention and the feed-forward network, before each residual
+            sum. Defaults to `0.1`.
+        attention_dropout: float in [0, 1), dropout rate on the attention
+            weights. Defaults to `dropout`.
+        activation: str or callable, the feed-forward activation. Defaults
+            to `"relu"`.
+        norm_first: bool, pre-norm (`True`) or post-norm (`False`). Defaults
+            to `False`.
+        layer_norm_epsilon: float > 0, epsilon of the layer normalizations.
+            Defaults to `1e-6`.
+        causal: bool, whether position `i` may only attend to positions
+            `j <= i`. Defaults to `False`.
+        window: int or `None`, if set, position `i` only attends to
+            positions `j` with `|i - j| <= window`. Defaults to `None`.
+        score: str, `"dot_product"` or `"additive"`. Defaults to
+            `"dot_product"`.
+        kernel_initializer: initializer for the attention and feed-forward
+            kernels. Defaults to `"glorot_uniform"`.
+        bias_initializer: initializer for their biases. Defaults to
+            `"zeros"`.
+        seed: int or `None`, seed for the dropout layers (each derives its
+            own seed from it). Defaults to `None`.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: float tensor of shape `(batch_size, seq_len, hidden_dim)`.
+        mask: optional bool tensor of shape `(batch_size, seq_len)`, `True`
+            for real tokens. Defaults to the Keras mask carried by `inputs`.
+        attention_mask: optional bool tensor of shape
+            `(batch_size, seq_len, seq_len)` (a leading 1 broadcasts), `True`
+            where query `i` may attend to key `j`.
+        training: bool, whether dropout is active.
+        return_attention_scores: bool, whether to also return the attention
+            weights. Defaults to `False`.
+
+    Returns:
+        A tensor of shape `(batch_size, seq_len, hidden_dim)`, or the tuple
+        `(outputs, scores)` with `scores` of shape
+        `(batch_size, num_heads, seq_len, seq_len)` when
+        `return_attention_scores=True`.
+
+    Masking:
+        The padding mask, `attention_mask`, `causal` and `window` are
+        combined with a logical AND in the self-attention, so values at
+        padded positions never reach valid ones (the feed-forward network and
+        the normalizations act on each position alone). Padded positions
+        output zeros, so a fully padded sequence gives zeros, with finite
+        gradients. The output carries the input's padding mask.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> from keras_selfattn.layers.transformer_block import TransformerBlock
+    >>> block = TransformerBlock(num_heads=2, ff_dim=16)
+    >>> x = np.random.rand(2, 5, 8).astype("float32")
+    >>> tuple(block(x).shape)
+    (2, 5, 8)
+    >>> mask = np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=bool)
+    >>> y, scores = block(x, mask=mask, return_attention_scores=True)
+    >>> tuple(scores.shape)
+    (2, 2, 5, 5)
+    >>> y = keras.ops.convert_to_numpy(y)
+    >>> bool(np.all(y[0, 3:] == 0.0) and np.all(y[1] == 0.0))
+    True
+    >>> model = keras.Sequential([
+    ...     keras.Input((None,), dtype="int32"),
+    ...     keras.layers.Embedding(100, 8, mask_zero=True),
+    ...     TransformerBlock(num_heads=2, ff_dim=16, causal=True),
+    ...     TransformerBlock(num_heads=2, ff_dim=16, causal=True),
+    ... ])
+    >>> tuple(model(np.array([[5, 7, 0]])).shape)
+    (1, 3, 8)
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+        - [Xiong et al., 2020, on pre-norm](https://arxiv.org/abs/2002.04745)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        ff_dim,
+        key_dim=None,
+        dropout=0.1,
+        attention_dropout=None,
+        activation="relu",
+        norm_first=False,
+        layer_norm_epsilon=1e-6,
+        causal=False,
+        window=None,
+        score="dot_product",
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        seed=None,
+        **kwargs,
+    ):
+        causal = _validation.boolean("causal", causal)
+        window = _validation.positive_int("window", window, allow_none=True)
+        score = _validation.one_of("score", score, _validation.ATTENTION_SCORES)
+        super().__init__(
+            num_heads=num_heads,
+            ff_dim=ff_dim,
+            key_dim=key_dim,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            activation=activation,
+            norm_first=norm_first,
+            layer_norm_epsilon=layer_norm_epsilon,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            seed=seed,
+            **kwargs,
+        )
+        self.causal = causal
+        self.window = window
+        self.score = score
+
+    def build(self, input_shape):
+        _validation.sequence_shape("inputs", input_shape, self.name)
+        self._self_attention = MultiHeadSelfAttention(
+            causal=self.causal,
+            window=self.window,
+            score=self.score,
+            name="self_attention",
+            **self._attention_kwargs(seed_offset=0),
+        )
+        self._self_attention.build(input_shape)
+        self._self_attention_norm, self._self_attention_dropout = (
+            self._norm_and_dropout("self_attention", input_shape, 1)
+        )
+        self._build_feedforward(input_shape, seed_offset=2)
+
+    def call(
+        self,
+        inputs,
+        mask=None,
+        attention_mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
+        padding = _masking.check_padding_mask(
+            "mask", _masking.resolve_mask(inputs, mask), inputs
+        )
+        x = self._sublayer_input(inputs, self._self_attention_norm)
+        # The padding mask goes in explicitly: it may have come as `mask`
+        # rather than riding on `inputs`.
+        y, scores = self._self_attention(
+            x,
+            mask=padding,
+            attention_mask=attention_mask,
+            training=training,
+            return_attention_scores=True,
+        )  # (B, T, D), (B, N, T, T)
+        x = self._sublayer_output(
+            inputs,
+            y,
+            self._self_attention_norm,
+            self._self_attention_dropout,
+            training,
+        )
+        x = self._feedforward(x, training)
+        # Padded positions give zeros (not LN(bias)): a fully padded row
+        # is all zeros, like the attention layers.
+        outputs = _masking.zero_masked_positions(x, padding)
+        _masking.set_keras_mask(outputs, padding)
+        if return_attention_scores:
+            return outputs, scores
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_output_spec(
+        self,
+        inputs,
+        mask=None,
+        attention_mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
+        outputs = keras.KerasTensor(
+            self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
+        )
+        if not return_attention_scores:
+            return outputs
+        batch, seq_len = inputs.shape[:2]
+        scores = keras.KerasTensor(
+            (batch, self.num_heads, seq_len, seq_len), dtype=self.compute_dtype
+        )
+        return outputs, scores
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "causal": self.causal,
+            "window": self.window,
+            "score": self.score,
+        }

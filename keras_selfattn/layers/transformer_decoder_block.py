@@ -1,0 +1,290 @@
+"""A Transformer decoder block: causal self-attention, cross-attention over
+the encoder outputs and a feed-forward network."""
+
+import keras
+
+from keras_selfattn.layers import _masking
+from keras_selfattn.layers import _transformer
+from keras_selfattn.layers import _validation
+from keras_selfattn.layers._cross_attention import CrossAttention
+from keras_selfattn.layers.multi_head_self_attention import (
+    MultiHeadSelfAttention,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_selfattn")
+class TransformerDecoderBlock(_transformer.TransformerLayer):
+    """A Transformer decoder block for encoder-decoder (seq2seq) models.
+
+    Three sub-layers, each with dropout, a residual connection and layer
+    normalization. Post-norm (the default):
+
+    `x = LN(x + Dropout(CausalSelfAttention(x)))`,
+    `x = LN(x + Dropout(CrossAttention(x, encoder_outputs)))`,
+    `y = LN(x + Dropout(FF(x)))`, with `FF(x) = act(x W_1 + b_1) W_2 + b_2`.
+
+    Pre-norm (`norm_first=True`) computes `x = x + Dropout(SubLayer(LN(x)))`
+    for each of the three, with no final normalization: put a
+    `keras.layers.LayerNormalization` after the last pre-norm block. The
+    encoder outputs enter the cross-attention as they are (normalize them at
+    the end of a pre-norm encoder).
+
+    The encoder width may differ from the decoder width: the cross-attention
+    projects keys and values from `encoder_dim` features.
+
+    Args:
+        num_heads: int, number of attention heads (in both attentions).
+        ff_dim: int, hidden size of the feed-forward network.
+        key_dim: int, size of each head's queries and keys. Defaults to
+            `hidden_dim // num_heads` (which must then divide evenly).
+        dropout: float in [0, 1), dropout rate on the outputs of the three
+            sub-layers, before each residual sum. Defaults to `0.1`.
+        attention_dropout: float in [0, 1), dropout rate on the attention
+            weights. Defaults to `dropout`.
+        activation: str or callable, the feed-forward activation. Defaults
+            to `"relu"`.
+        norm_first: bool, pre-norm (`True`) or post-norm (`False`). Defaults
+            to `False`.
+        layer_norm_epsilon: float > 0, epsilon of the layer normalizations.
+            Defaults to `1e-6`.
+        kernel_initializer: initializer for the attention and feed-forward
+            kernels. Defaults to `"glorot_uniform"`.
+        bias_initializer: initializer for their biases. Defaults to
+            `"zeros"`.
+        seed: int or `None`, seed for the dropout layers (each derives its
+            own seed from it). Defaults to `None`.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: float tensor of shape `(batch_size, target_len, hidden_dim)`,
+            the (shifted) target sequence.
+        encoder_outputs: float tensor of shape
+            `(batch_size, source_len, encoder_dim)`.
+        mask: optional bool tensor of shape `(batch_size, target_len)`,
+            `True` for real target tokens. Defaults to the Keras mask carried
+            by `inputs`.
+        encoder_mask: optional bool tensor of shape
+            `(batch_size, source_len)`, `True` for real source tokens.
+            Defaults to the Keras mask carried by `encoder_outputs`.
+        attention_mask: optional bool tensor of shape
+            `(batch_size, target_len, target_len)` (a leading 1 broadcasts)
+            for the self-attention, combined with the causal mask.
+        training: bool, whether dropout is active.
+        return_attention_scores: bool, whether to also return the attention
+            weights. Defaults to `False`.
+
+    Returns:
+        A tensor of shape `(batch_size, target_len, hidden_dim)`, or, when
+        `return_attention_scores=True`, the tuple
+        `(outputs, self_attention_scores, cross_attention_scores)` with
+        shapes `(batch_size, num_heads, target_len, target_len)` and
+        `(batch_size, num_heads, target_len, source_len)`.
+
+    Masking:
+        The self-attention combines the target padding mask, the causal mask
+        and `attention_mask` (logical AND), so an output never depends on a
+        later target token. The cross-attention combines the target padding
+        mask with the encoder padding mask, so encoder values at padded
+        source positions never matter; a target position whose source is
+        fully padded (an empty source) gets zeros from the cross-attention
+        and a finite output. Padded target positions output zeros, with
+        finite gradients. The output carries the target padding mask.
+        Keras leaves `mask` as `None` when `call` receives two tensors, so
+        both padding masks always fall back to the inputs' Keras masks.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> from keras_selfattn.layers.transformer_decoder_block import (
+    ...     TransformerDecoderBlock,
+    ... )
+    >>> block = TransformerDecoderBlock(num_heads=2, ff_dim=16)
+    >>> target = np.random.rand(2, 5, 8).astype("float32")
+    >>> source = np.random.rand(2, 7, 6).astype("float32")
+    >>> tuple(block(target, source).shape)
+    (2, 5, 8)
+    >>> source_mask = np.array([[1] * 4 + [0] * 3, [0] * 7], dtype=bool)
+    >>> y, self_scores, cross_scores = block(
+    ...     target, source, encoder_mask=source_mask,
+    ...     return_attention_scores=True,
+    ... )
+    >>> tuple(self_scores.shape), tuple(cross_scores.shape)
+    ((2, 2, 5, 5), (2, 2, 5, 7))
+    >>> cross_scores = keras.ops.convert_to_numpy(cross_scores)
+    >>> bool(np.all(cross_scores[0, :, :, 4:] == 0.0))
+    True
+    >>> bool(np.all(np.isfinite(keras.ops.convert_to_numpy(y))))
+    True
+    >>> source_ids = keras.Input((None,), dtype="int32")
+    >>> target_ids = keras.Input((None,), dtype="int32")
+    >>> encoded = keras.layers.Embedding(100, 6, mask_zero=True)(source_ids)
+    >>> decoded = keras.layers.Embedding(100, 8, mask_zero=True)(target_ids)
+    >>> decoded = block(decoded, encoded)
+    >>> model = keras.Model([source_ids, target_ids], decoded)
+    >>> tuple(model([np.array([[4, 2, 0]]), np.array([[1, 9]])]).shape)
+    (1, 2, 8)
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+        - [Xiong et al., 2020, on pre-norm](https://arxiv.org/abs/2002.04745)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        ff_dim,
+        key_dim=None,
+        dropout=0.1,
+        attention_dropout=None,
+        activation="relu",
+        norm_first=False,
+        layer_norm_epsilon=1e-6,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(
+            num_heads=num_heads,
+            ff_dim=ff_dim,
+            key_dim=key_dim,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            activation=activation,
+            norm_first=norm_first,
+            layer_norm_epsilon=layer_norm_epsilon,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            seed=seed,
+            **kwargs,
+        )
+
+    def build(self, inputs_shape, encoder_outputs_shape=None):
+        # Keras passes the shape of every tensor argument whose name matches
+        # (`<arg>_shape`), here and in `build_from_config` on `.keras` load,
+        # so no build shapes need to live in `get_config`.
+        _validation.sequence_shape("inputs", inputs_shape, self.name)
+        if encoder_outputs_shape is None:
+            raise ValueError(
+                "Received an invalid value for argument `encoder_outputs`, "
+                "expected its shape when building layer "
+                f"'{self.name}': call `build(inputs_shape, "
+                "encoder_outputs_shape)` or call the layer. Received: "
+                "encoder_outputs_shape=None"
+            )
+        _validation.sequence_shape(
+            "encoder_outputs", encoder_outputs_shape, self.name
+        )
+        self._self_attention = MultiHeadSelfAttention(
+            causal=True,
+            name="self_attention",
+            **self._attention_kwargs(seed_offset=0),
+        )
+        self._self_attention.build(inputs_shape)
+        self._self_attention_norm, self._self_attention_dropout = (
+            self._norm_and_dropout("self_attention", inputs_shape, 2)
+        )
+        self._cross_attention = CrossAttention(
+            name="cross_attention",
+            **self._attention_kwargs(seed_offset=1),
+        )
+        self._cross_attention.build(inputs_shape, encoder_outputs_shape)
+        self._cross_attention_norm, self._cross_attention_dropout = (
+            self._norm_and_dropout("cross_attention", inputs_shape, 3)
+        )
+        self._build_feedforward(inputs_shape, seed_offset=4)
+
+    def call(
+        self,
+        inputs,
+        encoder_outputs,
+        mask=None,
+        encoder_mask=None,
+        attention_mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
+        _validation.sequence_shape("inputs", inputs.shape, self.name)
+        _validation.sequence_shape(
+            "encoder_outputs", encoder_outputs.shape, self.name
+        )
+        # With two tensor arguments Keras leaves `mask` as `None`: always
+        # fall back to the masks the tensors carry.
+        padding = _masking.check_padding_mask(
+            "mask", _masking.resolve_mask(inputs, mask), inputs
+        )
+        encoder_padding = _masking.check_padding_mask(
+            "encoder_mask",
+            _masking.resolve_mask(encoder_outputs, encoder_mask),
+            encoder_outputs,
+        )
+        x = self._sublayer_input(inputs, self._self_attention_norm)
+        y, self_scores = self._self_attention(
+            x,
+            mask=padding,
+            attention_mask=attention_mask,
+            training=training,
+            return_attention_scores=True,
+        )  # (B, T, D), (B, N, T, T)
+        x = self._sublayer_output(
+            inputs,
+            y,
+            self._self_attention_norm,
+            self._self_attention_dropout,
+            training,
+        )
+        residual = x
+        x = self._sublayer_input(x, self._cross_attention_norm)
+        y, cross_scores = self._cross_attention(
+            x,
+            encoder_outputs,
+            context_mask=encoder_padding,
+            query_mask=padding,
+            training=training,
+            return_attention_scores=True,
+        )  # (B, T, D), (B, N, T, S)
+        x = self._sublayer_output(
+            residual,
+            y,
+            self._cross_attention_norm,
+            self._cross_attention_dropout,
+            training,
+        )
+        x = self._feedforward(x, training)
+        # Padded positions give zeros (not LN(bias)): a fully padded row
+        # is all zeros, like the attention layers.
+        outputs = _masking.zero_masked_positions(x, padding)
+        _masking.set_keras_mask(outputs, padding)
+        if return_attention_scores:
+            return outputs, self_scores, cross_scores
+        return outputs
+
+    def compute_output_shape(self, inputs_shape, encoder_outputs_shape=None):
+        return tuple(inputs_shape)
+
+    def compute_output_spec(
+        self,
+        inputs,
+        encoder_outputs,
+        mask=None,
+        encoder_mask=None,
+        attention_mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
+        outputs = keras.KerasTensor(
+            self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
+        )
+        if not return_attention_scores:
+            return outputs
+        batch, target_len = inputs.shape[:2]
+        self_scores = keras.KerasTensor(
+            (batch, self.num_heads, target_len, target_len),
+            dtype=self.compute_dtype,
+        )
+        cross_scores = keras.KerasTensor(
+            (batch, self.num_heads, target_len, encoder_outputs.shape[1]),
+            dtype=self.compute_dtype,
+        )
+        return outputs, self_scores, cross_scores
