@@ -282,15 +282,41 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         Returns:
             `(outputs (B, T_q, output_dim), probs (B, N, T_q, T_k))`.
         """
-        query = self._project(
+        query = self._project_query(query_inputs)  # (B, N, T_q, H)
+        key, value = self._project_key_value(context)  # (B, N, T_k, H|V)
+        return self._attend_projected(query, key, value, mask, training)
+
+    def _project_query(self, query_inputs):
+        """`(B, T_q, D_q)` -> queries `(B, N, T_q, H)`."""
+        return self._project(
             query_inputs, self.query_kernel, getattr(self, "query_bias", None)
-        )  # (B, N, T_q, H)
+        )
+
+    def _project_key_value(self, context):
+        """`(B, T_k, D_k)` -> keys `(B, N, T_k, H)`, values `(B, N, T_k, V)`.
+
+        Split from the query projection so a decoder can cache them.
+        """
         key = self._project(
             context, self.key_kernel, getattr(self, "key_bias", None)
-        )  # (B, N, T_k, H)
+        )
         value = self._project(
             context, self.value_kernel, getattr(self, "value_bias", None)
-        )  # (B, N, T_k, V)
+        )
+        return key, value
+
+    def _attend_projected(self, query, key, value, mask, training):
+        """Scores, masked softmax, value mixing and output projection.
+
+        Args:
+            query: `(B, N, T_q, H)`, unscaled.
+            key: `(B, N, T_k, H)`.
+            value: `(B, N, T_k, V)`.
+            mask: bool broadcastable to `(B, T_q, T_k)`, or `None`.
+
+        Returns:
+            `(outputs (B, T_q, output_dim), probs (B, N, T_q, T_k))`.
+        """
         if self.score == "dot_product":
             # Scale the queries, not the (larger) T_q x T_k score matrix.
             query = query * ops.cast(
