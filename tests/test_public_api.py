@@ -11,7 +11,10 @@ import pytest
 import keras_selfattn
 
 PACKAGE = os.path.dirname(keras_selfattn.__file__)
+from keras_selfattn import text  # noqa: E402
+
 PUBLIC = [n for n in keras_selfattn.__all__ if n != "__version__"]
+PUBLIC_TEXT = list(text.__all__)
 
 
 def test_version():
@@ -74,3 +77,18 @@ def test_import_stays_light():
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize("name", PUBLIC_TEXT)
+def test_text_names_have_runnable_docstrings(name):
+    doc = getattr(text, name).__doc__ or ""
+    assert "Args:" in doc and "Returns" in doc, name
+    if name != "normalize_text":
+        assert ">>>" in doc, f"{name} needs a runnable example"
+
+
+def test_tokenizer_is_registered_after_plain_import():
+    obj = keras.saving.get_registered_object(
+        "keras_selfattn>WordPieceTokenizer"
+    )
+    assert obj is text.WordPieceTokenizer
