@@ -2,6 +2,7 @@
 the encoder outputs and a feed-forward network."""
 
 import keras
+from keras import ops
 
 from keras_selfattn.layers import _masking
 from keras_selfattn.layers import _transformer
@@ -220,13 +221,14 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             encoder_outputs,
         )
         x = self._sublayer_input(inputs, self._self_attention_norm)
-        y, self_scores = self._self_attention(
+        y = self._self_attention(
             x,
             mask=padding,
             attention_mask=attention_mask,
             training=training,
-            return_attention_scores=True,
-        )  # (B, T, D), (B, N, T, T)
+            return_attention_scores=return_attention_scores,
+        )  # (B, T, D) [, (B, N, T, T)]
+        y, self_scores = y if return_attention_scores else (y, None)
         x = self._sublayer_output(
             inputs,
             y,
@@ -236,14 +238,15 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         )
         residual = x
         x = self._sublayer_input(x, self._cross_attention_norm)
-        y, cross_scores = self._cross_attention(
+        y = self._cross_attention(
             x,
             encoder_outputs,
             context_mask=encoder_padding,
             query_mask=padding,
             training=training,
-            return_attention_scores=True,
-        )  # (B, T, D), (B, N, T, S)
+            return_attention_scores=return_attention_scores,
+        )  # (B, T, D) [, (B, N, T, S)]
+        y, cross_scores = y if return_attention_scores else (y, None)
         x = self._sublayer_output(
             residual,
             y,
@@ -259,6 +262,101 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         if return_attention_scores:
             return outputs, self_scores, cross_scores
         return outputs
+
+    def init_cache(self, encoder_outputs, max_length):
+        """The key/value cache for incremental decoding.
+
+        The encoder's keys and values are projected once, here; the
+        self-attention cache has room for `max_length` target positions.
+
+        Args:
+            encoder_outputs: `(batch_size, source_len, encoder_dim)`.
+            max_length: int, the most target positions to decode.
+
+        Returns:
+            A dict of tensors: `self_key (B, N, max_length, H)`,
+            `self_value (B, N, max_length, V)`, `cross_key (B, N, S, H)`,
+            `cross_value (B, N, S, V)`.
+        """
+        cross_key, cross_value = self._cross_attention._project_key_value(
+            encoder_outputs
+        )
+        attention = self._self_attention
+        batch = ops.shape(encoder_outputs)[0]
+        heads = self.num_heads
+        return {
+            "self_key": ops.zeros(
+                (batch, heads, max_length, attention._key_dim),
+                dtype=self.compute_dtype,
+            ),
+            "self_value": ops.zeros(
+                (batch, heads, max_length, attention._value_dim),
+                dtype=self.compute_dtype,
+            ),
+            "cross_key": cross_key,
+            "cross_value": cross_value,
+        }
+
+    def decode_step(self, inputs, index, cache, encoder_mask=None):
+        """One incremental decoding step with the key/value cache.
+
+        Computes exactly what `call` computes at position `index` (in
+        inference mode) when every earlier position is valid, at O(index)
+        cost instead of re-running the whole prefix.
+
+        Args:
+            inputs: `(batch_size, 1, hidden_dim)`, the embedded token at
+                position `index`.
+            index: scalar int, the position of `inputs`.
+            cache: the dict from `init_cache` (or the previous step).
+            encoder_mask: optional bool `(batch_size, source_len)`.
+
+        Returns:
+            `(outputs (batch_size, 1, hidden_dim), new_cache)`.
+        """
+        attention = self._self_attention
+        x = self._sublayer_input(inputs, self._self_attention_norm)
+        query = attention._project_query(x)  # (B, N, 1, H)
+        key, value = attention._project_key_value(x)  # (B, N, 1, H|V)
+        start = (0, 0, index, 0)
+        self_key = ops.slice_update(cache["self_key"], start, key)
+        self_value = ops.slice_update(cache["self_value"], start, value)
+        # Causal: this position sees the cached positions 0..index.
+        positions = ops.arange(ops.shape(self_key)[2], dtype="int32")
+        causal = ops.less_equal(positions, index)[None, None, :]  # (1, 1, L)
+        y, _ = attention._attend_projected(
+            query, self_key, self_value, causal, training=False
+        )
+        x = self._sublayer_output(
+            inputs,
+            y,
+            self._self_attention_norm,
+            self._self_attention_dropout,
+            False,
+        )
+        residual = x
+        x = self._sublayer_input(x, self._cross_attention_norm)
+        cross = self._cross_attention
+        query = cross._project_query(x)  # (B, N, 1, H)
+        if encoder_mask is not None:
+            encoder_mask = ops.cast(encoder_mask, "bool")[:, None, :]
+        y, _ = cross._attend_projected(
+            query,
+            cache["cross_key"],
+            cache["cross_value"],
+            encoder_mask,
+            training=False,
+        )
+        x = self._sublayer_output(
+            residual,
+            y,
+            self._cross_attention_norm,
+            self._cross_attention_dropout,
+            False,
+        )
+        outputs = self._feedforward(x, False)
+        new_cache = dict(cache, self_key=self_key, self_value=self_value)
+        return outputs, new_cache
 
     def compute_output_shape(self, inputs_shape, encoder_outputs_shape=None):
         return tuple(inputs_shape)

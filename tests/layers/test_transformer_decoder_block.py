@@ -406,3 +406,21 @@ def test_cross_attention_rejects_ordering(kwargs, argument):
 def test_cross_attention_wrong_rank_raises():
     with pytest.raises(ValueError, match="argument `context`.*rank-3"):
         CrossAttention(HEADS)(_target(), np.zeros((BATCH, ENC_WIDTH)))
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_cached_decoding_equals_full_call(norm_first):
+    rng = np.random.default_rng(5)
+    block = TransformerDecoderBlock(3, 11, norm_first=norm_first, dropout=0.2)
+    target = rng.normal(size=(2, 6, 12)).astype("float32")
+    source = rng.normal(size=(2, 7, 10)).astype("float32")
+    source_mask = np.array([[1] * 4 + [0] * 3, [0] * 7], dtype=bool)
+    full = harness.to_numpy(
+        block(target, source, encoder_mask=source_mask, training=False)
+    )
+    cache = block.init_cache(source, max_length=8)
+    for t in range(6):
+        out, cache = block.decode_step(
+            target[:, t : t + 1], t, cache, encoder_mask=source_mask
+        )
+        harness.assert_close(out[:, 0], full[:, t], 1e-5, f"step {t}")
