@@ -10,8 +10,14 @@ from keras_selfattn import text as text
 from keras_selfattn.layers.multi_head_self_attention import (
     MultiHeadSelfAttention as MultiHeadSelfAttention,
 )
+from keras_selfattn.layers.positional_encoding import (
+    PositionalEncoding as PositionalEncoding,
+)
 from keras_selfattn.layers.sequence_pooling import (
     SequencePooling as SequencePooling,
+)
+from keras_selfattn.layers.token_and_position_embedding import (
+    TokenAndPositionEmbedding as TokenAndPositionEmbedding,
 )
 from keras_selfattn.layers.transformer_block import (
     TransformerBlock as TransformerBlock,
@@ -23,7 +29,9 @@ from keras_selfattn.version import __version__ as __version__
 
 __all__ = [
     "MultiHeadSelfAttention",
+    "PositionalEncoding",
     "SequencePooling",
+    "TokenAndPositionEmbedding",
     "TransformerBlock",
     "TransformerDecoderBlock",
     "__version__",

@@ -33,7 +33,9 @@ def _spec(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
-    "check", ["config", "shapes", "masking", "saving", "export", "xla"]
+    "check",
+    ["config", "weights", "shapes", "train", "mixed_precision", "masking"]
+    + ["saving", "export", "xla"],
 )
 def test_contract(mode, check):
     harness.CHECKS[check](_spec(mode))

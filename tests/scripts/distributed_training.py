@@ -16,10 +16,13 @@ import tensorflow as tf  # noqa: E402
 
 import keras_selfattn  # noqa: E402
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-)
+
+
+def split_cpu_in_two():
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
 
 
 def build(layer_names):
@@ -66,4 +69,5 @@ def main(layer_names):
 
 
 if __name__ == "__main__":
+    split_cpu_in_two()
     main(sys.argv[1:] or ["MultiHeadSelfAttention"])
