@@ -17,7 +17,6 @@ import tensorflow as tf  # noqa: E402
 import keras_selfattn  # noqa: E402
 
 
-
 def split_cpu_in_two():
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
