@@ -111,16 +111,20 @@ def download_sst2():
 """## The model
 
 Token ids come from Keras' `TextVectorization` (id 0 is padding), so
-`Embedding(mask_zero=True)` creates the padding mask, our attention honours
-it, and `SequencePooling` averages over real tokens only: an empty review
-gives a finite prediction, not NaN.
+`TokenAndPositionEmbedding` creates the padding mask, the `TransformerBlock`
+honours it, and `SequencePooling` averages over real tokens only: an empty
+review gives a finite prediction, not NaN.
 """
 
 
 def build_classifier(vocab_size, sequence_length, embed_dim, num_heads):
     ids = keras.Input((sequence_length,), dtype="int32", name="token_ids")
-    x = keras.layers.Embedding(vocab_size, embed_dim, mask_zero=True)(ids)
-    x = keras_selfattn.MultiHeadSelfAttention(num_heads, dropout=0.1)(x)
+    x = keras_selfattn.TokenAndPositionEmbedding(
+        vocab_size, sequence_length, embed_dim
+    )(ids)
+    x = keras_selfattn.TransformerBlock(
+        num_heads, ff_dim=2 * embed_dim, dropout=0.1
+    )(x)
     x = keras_selfattn.SequencePooling("mean")(x)
     x = keras.layers.Dropout(0.2)(x)
     outputs = keras.layers.Dense(2, activation="softmax", name="probs")(x)

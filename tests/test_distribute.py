@@ -13,7 +13,9 @@ SCRIPT = os.path.join(
 )
 
 
-@pytest.mark.parametrize("layers", [["MultiHeadSelfAttention"]])
+@pytest.mark.parametrize(
+    "layers", [["MultiHeadSelfAttention", "TransformerBlock"]]
+)
 def test_mirrored_strategy_matches_single_device(layers):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
