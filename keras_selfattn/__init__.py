@@ -4,8 +4,9 @@ Importing the package registers every layer with Keras serialization, so a
 `.keras` file saved with our layers loads with no `custom_objects`.
 """
 
-# Registers the text layers for `.keras` loading; tensorflow-text itself is
-# imported only when a tokenizer is first used.
+# Registers the text layers and models for `.keras` loading; tensorflow-text
+# itself is imported only when a tokenizer is first used.
+from keras_selfattn import models as models
 from keras_selfattn import text as text
 from keras_selfattn.layers.multi_head_self_attention import (
     MultiHeadSelfAttention as MultiHeadSelfAttention,
