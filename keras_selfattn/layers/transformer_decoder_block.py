@@ -263,7 +263,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             return outputs, self_scores, cross_scores
         return outputs
 
-    def init_cache(self, encoder_outputs, max_length):
+    def init_cache(self, encoder_outputs, max_length, encoder_mask=None):
         """The key/value cache for incremental decoding.
 
         The encoder's keys and values are projected once, here; the
@@ -272,12 +272,26 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         Args:
             encoder_outputs: `(batch_size, source_len, encoder_dim)`.
             max_length: int, the most target positions to decode.
+            encoder_mask: optional bool `(batch_size, source_len)`; defaults
+                to the Keras mask carried by `encoder_outputs` (all valid
+                when there is none).
 
         Returns:
             A dict of tensors: `self_key (B, N, max_length, H)`,
             `self_value (B, N, max_length, V)`, `cross_key (B, N, S, H)`,
-            `cross_value (B, N, S, V)`.
+            `cross_value (B, N, S, V)`, `encoder_mask (B, S)`.
         """
+        max_length = _validation.positive_int("max_length", max_length)
+        _validation.sequence_shape(
+            "encoder_outputs", encoder_outputs.shape, self.name
+        )
+        encoder_mask = _masking.check_padding_mask(
+            "encoder_mask",
+            _masking.resolve_mask(encoder_outputs, encoder_mask),
+            encoder_outputs,
+        )
+        if encoder_mask is None:
+            encoder_mask = ops.ones(ops.shape(encoder_outputs)[:2], "bool")
         cross_key, cross_value = self._cross_attention._project_key_value(
             encoder_outputs
         )
@@ -295,9 +309,10 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             ),
             "cross_key": cross_key,
             "cross_value": cross_value,
+            "encoder_mask": encoder_mask,
         }
 
-    def decode_step(self, inputs, index, cache, encoder_mask=None):
+    def decode_step(self, inputs, index, cache):
         """One incremental decoding step with the key/value cache.
 
         Computes exactly what `call` computes at position `index` (in
@@ -307,13 +322,23 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         Args:
             inputs: `(batch_size, 1, hidden_dim)`, the embedded token at
                 position `index`.
-            index: scalar int, the position of `inputs`.
-            cache: the dict from `init_cache` (or the previous step).
-            encoder_mask: optional bool `(batch_size, source_len)`.
+            index: scalar int, the position of `inputs`, below the cache's
+                `max_length` (checked when it is known eagerly).
+            cache: the dict from `init_cache` (or the previous step); it
+                holds the encoder padding mask.
 
         Returns:
             `(outputs (batch_size, 1, hidden_dim), new_cache)`.
         """
+        capacity = cache["self_key"].shape[2]
+        if isinstance(index, int) or hasattr(index, "numpy"):
+            # Past the cache, `slice_update` would clamp silently.
+            if not 0 <= int(index) < capacity:
+                raise _validation.invalid(
+                    "index",
+                    f"an integer in [0, {capacity}) (the cache's max_length)",
+                    int(index),
+                )
         attention = self._self_attention
         x = self._sublayer_input(inputs, self._self_attention_norm)
         query = attention._project_query(x)  # (B, N, 1, H)
@@ -338,13 +363,11 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         x = self._sublayer_input(x, self._cross_attention_norm)
         cross = self._cross_attention
         query = cross._project_query(x)  # (B, N, 1, H)
-        if encoder_mask is not None:
-            encoder_mask = ops.cast(encoder_mask, "bool")[:, None, :]
         y, _ = cross._attend_projected(
             query,
             cache["cross_key"],
             cache["cross_value"],
-            encoder_mask,
+            cache["encoder_mask"][:, None, :],  # (B, 1, S)
             training=False,
         )
         x = self._sublayer_output(

@@ -240,31 +240,25 @@ class Seq2SeqTransformer(keras.Model):
         return self.output_projection(x)
 
     def _decoder_state(self, encoder_ids, max_length):
-        """The initial decoding state: encoder mask and block caches."""
+        """The initial decoding state: one cache per decoder block."""
         encoded = self.encode(encoder_ids, training=False)
-        return {
-            "encoder_mask": ops.not_equal(encoder_ids, 0),
-            "caches": [
-                block.init_cache(encoded, max_length)
-                for block in self.decoder_blocks
-            ],
-        }
+        encoder_mask = ops.not_equal(encoder_ids, 0)
+        return [
+            block.init_cache(encoded, max_length, encoder_mask=encoder_mask)
+            for block in self.decoder_blocks
+        ]
 
     def _step(self, tokens, index, state):
         """One cached decoding step (see `generation`)."""
         x = self.decoder_embedding(tokens, start_index=index)  # (B, 1, D)
         caches = []
-        for block, cache in zip(
-            self.decoder_blocks, state["caches"], strict=True
-        ):
-            x, cache = block.decode_step(
-                x, index, cache, encoder_mask=state["encoder_mask"]
-            )
+        for block, cache in zip(self.decoder_blocks, state, strict=True):
+            x, cache = block.decode_step(x, index, cache)
             caches.append(cache)
         if self.norm_first:
             x = self.decoder_norm(x)
         logits = self.output_projection(x)[:, 0, :]  # (B, V)
-        return logits, {"encoder_mask": state["encoder_mask"], "caches": caches}
+        return logits, caches
 
     def generate(
         self,

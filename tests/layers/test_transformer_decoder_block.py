@@ -418,9 +418,14 @@ def test_cached_decoding_equals_full_call(norm_first):
     full = harness.to_numpy(
         block(target, source, encoder_mask=source_mask, training=False)
     )
-    cache = block.init_cache(source, max_length=8)
+    # The encoder mask rides on the encoder outputs, as in a model.
+    encoded = tf.convert_to_tensor(source)
+    encoded._keras_mask = tf.constant(source_mask)
+    cache = block.init_cache(encoded, max_length=8)
     for t in range(6):
-        out, cache = block.decode_step(
-            target[:, t : t + 1], t, cache, encoder_mask=source_mask
-        )
+        out, cache = block.decode_step(target[:, t : t + 1], t, cache)
         harness.assert_close(out[:, 0], full[:, t], 1e-5, f"step {t}")
+    with pytest.raises(ValueError, match="argument `index`"):
+        block.decode_step(target[:, :1], 8, cache)
+    with pytest.raises(ValueError, match="argument `max_length`"):
+        block.init_cache(source, max_length=0)
