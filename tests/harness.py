@@ -198,9 +198,9 @@ def check_shapes(spec):
     for s, e in zip(sym_shape, eager_shape, strict=True):
         assert s is None or s == e, (sym_shape, eager_shape)
     assert sym_shape[-1] == eager_shape[-1]
-    if not extras:
-        computed = layer.compute_output_shape(spec.input_data.shape)
-        assert tuple(computed) == eager_shape
+    extra_shapes = [v.shape for v in spec.extra_inputs.values()]
+    computed = layer.compute_output_shape(spec.input_data.shape, *extra_shapes)
+    assert tuple(computed) == eager_shape
 
 
 def check_train(spec):
@@ -253,6 +253,23 @@ def check_mixed_precision(spec):
         scale = max(1.0, float(np.max(np.abs(expected))))
         tol = spec.mixed_tolerance * (4 if policy == "mixed_bfloat16" else 1)
         assert_close(values / scale, expected / scale, tol, policy)
+        if spec.mask is not None:
+            # With padding (and a fully padded row): the masking constant and
+            # softmax must stay finite in low precision.
+            _check_masked_mixed(spec, reference.layers[-1], layer, scale, tol)
+
+
+def _check_masked_mixed(spec, reference_layer, layer, scale, tol):
+    mask = np.asarray(spec.mask, dtype=bool)
+    args, kwargs = spec.call_inputs()
+    expected = to_numpy(reference_layer(args, mask=mask, **kwargs))
+    out = to_numpy(ops.cast(layer(args, mask=mask, **kwargs), "float32"))
+    assert np.all(np.isfinite(out)), "non-finite output with a mask"
+    per_position = out.ndim >= 3 and out.shape[1] == mask.shape[1]
+    kept = mask if per_position else slice(None)  # pooled: every row
+    assert_close(out[kept] / scale, expected[kept] / scale, tol, "masked")
+    if spec.zeros_at_padding and per_position:
+        assert np.all(out[~mask] == 0.0), "padded outputs must be zero"
 
 
 def check_masking(spec):
@@ -355,6 +372,35 @@ def check_xla(spec):
     assert_close(
         compiled(shorter), to_numpy(model(shorter)), 1e-4, "jit shorter"
     )
+    if spec.mask is not None:
+        _check_masked_xla(spec)
+
+
+def _check_masked_xla(spec):
+    """A masked call compiled once for a `None` length, then two lengths."""
+    layer = spec.make()
+    args, kwargs = spec.call_inputs()
+    mask = np.asarray(spec.mask, dtype=bool)
+    names = list(kwargs)
+
+    def spec_of(array):
+        shape = (None, None) + tuple(array.shape[2:])
+        return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
+
+    signature = [spec_of(args), tf.TensorSpec((None, None), tf.bool)]
+    signature += [spec_of(kwargs[n]) for n in names]
+
+    @tf.function(jit_compile=True, input_signature=signature)
+    def compiled(x, m, *extras):
+        return layer(x, mask=m, **dict(zip(names, extras, strict=True)))
+
+    for length in (mask.shape[1], 3):
+        cut = {n: v[:, :length] for n, v in kwargs.items()}
+        expected = to_numpy(
+            layer(args[:, :length], mask=mask[:, :length], **cut)
+        )
+        actual = compiled(args[:, :length], mask[:, :length], *cut.values())
+        assert_close(actual, expected, 1e-4, f"masked jit length {length}")
 
 
 CHECKS = {
