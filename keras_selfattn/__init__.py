@@ -6,6 +6,7 @@ Importing the package registers every layer with Keras serialization, so a
 
 # Registers the text layers and models for `.keras` loading; tensorflow-text
 # itself is imported only when a tokenizer is first used.
+from keras_selfattn import export as export
 from keras_selfattn import models as models
 from keras_selfattn import text as text
 from keras_selfattn.layers.multi_head_self_attention import (

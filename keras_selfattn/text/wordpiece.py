@@ -152,6 +152,9 @@ class WordPieceTokenizer(keras.layers.Layer):
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
         self._tokenizer = None
+        # No weights, nothing shape-dependent: usable (and exportable with
+        # `ExportArchive.track`) before its first call.
+        self.built = True
 
     @property
     def vocabulary_size(self):
@@ -171,14 +174,20 @@ class WordPieceTokenizer(keras.layers.Layer):
 
     def _fast_wordpiece(self):
         if self._tokenizer is None:
-            self._tokenizer = _tf_text().FastWordpieceTokenizer(
-                vocab=self.vocabulary,
-                token_out_type=tf.int32,
-                unknown_token=UNK,
-                max_bytes_per_word=self.max_bytes_per_word,
-                support_detokenization=True,
-            )
+            # Created eagerly even when first used inside a tf.function: its
+            # model buffer must outlive that graph (export traces several).
+            with tf.init_scope():
+                self._tokenizer = self._make_fast_wordpiece()
         return self._tokenizer
+
+    def _make_fast_wordpiece(self):
+        return _tf_text().FastWordpieceTokenizer(
+            vocab=self.vocabulary,
+            token_out_type=tf.int32,
+            unknown_token=UNK,
+            max_bytes_per_word=self.max_bytes_per_word,
+            support_detokenization=True,
+        )
 
     def tokenize_ragged(self, inputs):
         """Strings `(batch_size,)` to a ragged int32 `(batch_size, None)`,

@@ -1,0 +1,545 @@
+"""Answer one TF Serving REST request through the TensorFlow C API.
+
+This script loads a SavedModel the way TensorFlow Serving does: with the C
+API in the `tensorflow` wheel's `libtensorflow_cc.so.2`
+(`TF_LoadSessionFromSavedModel`, `TF_SessionRun`), with the TF-Text op
+libraries loaded by `TF_LoadLibrary` (TF Serving links those ops), and
+without importing TensorFlow's Python package or keras_selfattn. A model
+that needs Python (`tf.py_function`) or an op that is not registered fails
+here as it would in the server.
+
+Run it as a file (never as `-m keras_selfattn...`, which would import the
+package):
+
+    python capi_runner.py MODEL_DIR REQUEST.json [--signature NAME]
+
+The request is TF Serving's REST `predict` body, in row (`instances`) or
+columnar (`inputs`) form; binary strings may be sent as `{"b64": ...}`.
+The script prints the REST response (`predictions` or `outputs`) as JSON,
+or `{"error": ...}` with exit code 2.
+"""
+
+import argparse
+import base64
+import ctypes
+import glob
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+
+# TF_DataType values from tensorflow/c/tf_datatype.h.
+_DTYPES = {
+    1: np.float32,
+    2: np.float64,
+    3: np.int32,
+    4: np.uint8,
+    5: np.int16,
+    6: np.int8,
+    7: object,  # TF_STRING
+    9: np.int64,
+    10: np.bool_,
+    19: np.float16,
+}
+_TF_STRING = 7
+_TSTRING_SIZE = 24  # sizeof(TF_TString) on 64-bit platforms
+
+
+class ServingError(Exception):
+    """A request the server would reject, with TF Serving-like wording."""
+
+
+# --------------------------------------------------------------------------
+# A minimal protobuf reader for the MetaGraphDef's signatures.
+
+
+def _varint(data, pos):
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data):
+    """Yield `(field_number, wire_type, value)` of one message."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+        elif wire == 1:
+            value, pos = data[pos : pos + 8], pos + 8
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            value, pos = data[pos : pos + size], pos + size
+        elif wire == 5:
+            value, pos = data[pos : pos + 4], pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield number, wire, value
+
+
+def _map_entries(data, field):
+    """The `map<string, message>` at `field` as `{key: bytes}`."""
+    entries = {}
+    for number, _, value in _fields(data):
+        if number == field:
+            key, item = "", b""
+            for n, _, v in _fields(value):
+                if n == 1:
+                    key = v.decode()
+                elif n == 2:
+                    item = v
+            entries[key] = item
+    return entries
+
+
+def _tensor_info(data):
+    """TensorInfo: `{"name", "dtype", "shape"}` (-1 for unknown dims)."""
+    info = {"name": None, "dtype": None, "shape": None}
+    for number, _, value in _fields(data):
+        if number == 1:
+            info["name"] = value.decode()
+        elif number == 2:
+            info["dtype"] = value
+        elif number == 3:
+            dims = []
+            for n, _, v in _fields(value):
+                if n == 2:
+                    size = -1
+                    for dn, _, dv in _fields(v):
+                        if dn == 1:
+                            # int64 as varint; two's complement for -1.
+                            size = dv - (1 << 64) if dv >= 1 << 63 else dv
+                    dims.append(size)
+            info["shape"] = dims
+    return info
+
+
+def signatures(meta_graph_def):
+    """`{name: {"inputs": {...}, "outputs": {...}}}` from a MetaGraphDef."""
+    result = {}
+    for name, sig in _map_entries(meta_graph_def, 5).items():
+        result[name] = {
+            "inputs": {
+                k: _tensor_info(v) for k, v in _map_entries(sig, 1).items()
+            },
+            "outputs": {
+                k: _tensor_info(v) for k, v in _map_entries(sig, 2).items()
+            },
+        }
+    return result
+
+
+# --------------------------------------------------------------------------
+# The C API.
+
+
+class _Buffer(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("length", ctypes.c_size_t),
+        ("data_deallocator", ctypes.c_void_p),
+    ]
+
+
+class _Output(ctypes.Structure):
+    _fields_ = [("oper", ctypes.c_void_p), ("index", ctypes.c_int)]
+
+
+def _find_package_dir(name):
+    """A package's folder, found without importing (executing) it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ServingError(f"package {name!r} is not installed")
+    return list(spec.submodule_search_locations)[0]
+
+
+class CApi:
+    """ctypes bindings for the few C API calls a server needs."""
+
+    def __init__(self, tf_dir=None):
+        tf_dir = tf_dir or _find_package_dir("tensorflow")
+        mode = ctypes.RTLD_GLOBAL
+        ctypes.CDLL(os.path.join(tf_dir, "libtensorflow_framework.so.2"), mode)
+        lib = ctypes.CDLL(os.path.join(tf_dir, "libtensorflow_cc.so.2"), mode)
+        p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+        signatures_ = {
+            "TF_NewStatus": (p, []),
+            "TF_DeleteStatus": (None, [p]),
+            "TF_GetCode": (i, [p]),
+            "TF_Message": (ctypes.c_char_p, [p]),
+            "TF_LoadLibrary": (p, [ctypes.c_char_p, p]),
+            "TF_NewGraph": (p, []),
+            "TF_DeleteGraph": (None, [p]),
+            "TF_NewSessionOptions": (p, []),
+            "TF_DeleteSessionOptions": (None, [p]),
+            "TF_NewBuffer": (ctypes.POINTER(_Buffer), []),
+            "TF_DeleteBuffer": (None, [ctypes.POINTER(_Buffer)]),
+            "TF_LoadSessionFromSavedModel": (
+                p,
+                [
+                    p,
+                    p,
+                    ctypes.c_char_p,
+                    ctypes.POINTER(ctypes.c_char_p),
+                    i,
+                    p,
+                    ctypes.POINTER(_Buffer),
+                    p,
+                ],
+            ),
+            "TF_GraphOperationByName": (p, [p, ctypes.c_char_p]),
+            "TF_AllocateTensor": (p, [i, ctypes.POINTER(ctypes.c_int64), i, s]),
+            "TF_DeleteTensor": (None, [p]),
+            "TF_TensorData": (p, [p]),
+            "TF_TensorByteSize": (s, [p]),
+            "TF_TensorType": (i, [p]),
+            "TF_NumDims": (i, [p]),
+            "TF_Dim": (ctypes.c_int64, [p, i]),
+            "TF_StringInit": (None, [p]),
+            "TF_StringCopy": (None, [p, ctypes.c_char_p, s]),
+            "TF_StringGetDataPointer": (p, [p]),
+            "TF_StringGetSize": (s, [p]),
+            "TF_StringDealloc": (None, [p]),
+            "TF_SessionRun": (
+                None,
+                [
+                    p,
+                    p,
+                    ctypes.POINTER(_Output),
+                    ctypes.POINTER(p),
+                    i,
+                    ctypes.POINTER(_Output),
+                    ctypes.POINTER(p),
+                    i,
+                    p,
+                    i,
+                    p,
+                    p,
+                ],
+            ),
+            "TF_CloseSession": (None, [p, p]),
+            "TF_DeleteSession": (None, [p, p]),
+        }
+        for name, (restype, argtypes) in signatures_.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+            setattr(self, name[3:], fn)
+
+    def check(self, status, what):
+        if self.GetCode(status) != 0:
+            message = self.Message(status).decode(errors="replace")
+            raise ServingError(f"{what}: {message}")
+
+
+def load_op_libraries(api, paths):
+    status = api.NewStatus()
+    try:
+        for path in paths:
+            api.LoadLibrary(path.encode(), status)
+            api.check(status, f"loading op library {path}")
+    finally:
+        api.DeleteStatus(status)
+
+
+def tf_text_op_libraries():
+    """Every op library of the installed tensorflow-text (TF Serving links
+    all TF-Text ops)."""
+    folder = os.path.join(_find_package_dir("tensorflow_text"), "python", "ops")
+    return sorted(glob.glob(os.path.join(folder, "*.so")))
+
+
+class Model:
+    """A SavedModel loaded in a C API session."""
+
+    def __init__(self, api, export_dir, tags=("serve",)):
+        self.api = api
+        self.graph = api.NewGraph()
+        options = api.NewSessionOptions()
+        meta = api.NewBuffer()
+        status = api.NewStatus()
+        tag_array = (ctypes.c_char_p * len(tags))(*[t.encode() for t in tags])
+        try:
+            self.session = api.LoadSessionFromSavedModel(
+                options,
+                None,
+                export_dir.encode(),
+                tag_array,
+                len(tags),
+                self.graph,
+                meta,
+                status,
+            )
+            api.check(status, "TF_LoadSessionFromSavedModel")
+            data = ctypes.string_at(meta.contents.data, meta.contents.length)
+            self.signatures = signatures(data)
+        finally:
+            api.DeleteStatus(status)
+            api.DeleteBuffer(meta)
+            api.DeleteSessionOptions(options)
+
+    def _output(self, tensor_name):
+        op_name, _, index = tensor_name.partition(":")
+        op = self.api.GraphOperationByName(self.graph, op_name.encode())
+        if not op:
+            raise ServingError(f"operation {op_name!r} not in the graph")
+        return _Output(op, int(index or 0))
+
+    def _to_tensor(self, array, dtype_code):
+        api = self.api
+        dims = (ctypes.c_int64 * array.ndim)(*array.shape)
+        if dtype_code == _TF_STRING:
+            flat = array.reshape(-1)
+            tensor = api.AllocateTensor(
+                _TF_STRING, dims, array.ndim, _TSTRING_SIZE * flat.size
+            )
+            base = api.TensorData(tensor)
+            for k, item in enumerate(flat):
+                data = item if isinstance(item, bytes) else str(item).encode()
+                slot = base + k * _TSTRING_SIZE
+                api.StringInit(slot)
+                api.StringCopy(slot, data, len(data))
+            return tensor
+        array = np.ascontiguousarray(array, dtype=_DTYPES[dtype_code])
+        tensor = api.AllocateTensor(dtype_code, dims, array.ndim, array.nbytes)
+        ctypes.memmove(api.TensorData(tensor), array.ctypes.data, array.nbytes)
+        return tensor
+
+    def _from_tensor(self, tensor):
+        api = self.api
+        shape = [api.Dim(tensor, d) for d in range(api.NumDims(tensor))]
+        code = api.TensorType(tensor)
+        if code == _TF_STRING:
+            base = api.TensorData(tensor)
+            count = int(np.prod(shape)) if shape else 1
+            items = []
+            for k in range(count):
+                slot = base + k * _TSTRING_SIZE
+                items.append(
+                    ctypes.string_at(
+                        api.StringGetDataPointer(slot), api.StringGetSize(slot)
+                    )
+                )
+            return np.array(items, dtype=object).reshape(shape)
+        if code not in _DTYPES:
+            raise ServingError(f"unsupported output dtype code {code}")
+        size = api.TensorByteSize(tensor)
+        raw = ctypes.string_at(api.TensorData(tensor), size)
+        return np.frombuffer(raw, dtype=_DTYPES[code]).reshape(shape).copy()
+
+    def run(self, signature_name, inputs):
+        """Run a signature on `{input_name: numpy array}`."""
+        if signature_name not in self.signatures:
+            raise ServingError(
+                f'Serving signature name: "{signature_name}" not found in '
+                f"signature def; available: {sorted(self.signatures)}"
+            )
+        signature = self.signatures[signature_name]
+        for name in signature["inputs"]:
+            if name not in inputs:
+                raise ServingError(
+                    f"JSON object: does not have named input: {name}"
+                )
+        for name in inputs:
+            if name not in signature["inputs"]:
+                raise ServingError(
+                    f"input {name!r} is not in signature {signature_name!r}; "
+                    f"expected {sorted(signature['inputs'])}"
+                )
+        api = self.api
+        names = sorted(signature["inputs"])
+        feeds = (_Output * len(names))()
+        values = (ctypes.c_void_p * len(names))()
+        for k, name in enumerate(names):
+            info = signature["inputs"][name]
+            feeds[k] = self._output(info["name"])
+            values[k] = self._to_tensor(inputs[name], info["dtype"])
+        out_names = sorted(signature["outputs"])
+        fetches = (_Output * len(out_names))()
+        for k, name in enumerate(out_names):
+            fetches[k] = self._output(signature["outputs"][name]["name"])
+        results = (ctypes.c_void_p * len(out_names))()
+        status = api.NewStatus()
+        try:
+            api.SessionRun(
+                self.session,
+                None,
+                feeds,
+                values,
+                len(names),
+                fetches,
+                results,
+                len(out_names),
+                None,
+                0,
+                None,
+                status,
+            )
+            api.check(status, "TF_SessionRun")
+            return {
+                name: self._from_tensor(results[k])
+                for k, name in enumerate(out_names)
+            }
+        finally:
+            api.DeleteStatus(status)
+            for k, name in enumerate(names):
+                if signature["inputs"][name]["dtype"] == _TF_STRING:
+                    slots = int(api.TensorByteSize(values[k]) // _TSTRING_SIZE)
+                    base = api.TensorData(values[k])
+                    for j in range(slots):
+                        api.StringDealloc(base + j * _TSTRING_SIZE)
+                api.DeleteTensor(values[k])
+            for k in range(len(out_names)):
+                if results[k]:
+                    api.DeleteTensor(results[k])
+
+
+# --------------------------------------------------------------------------
+# TF Serving's REST JSON format.
+
+
+def _decode_value(value):
+    """JSON values to Python, `{"b64": ...}` to bytes."""
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [_decode_value(v) for v in value]
+    return value
+
+
+def _to_array(value, info):
+    value = _decode_value(value)
+    if info["dtype"] == _TF_STRING:
+        # str or bytes, any (rectangular) nesting.
+        return np.array(value, dtype=object)
+    return np.asarray(value, dtype=_DTYPES[info["dtype"]])
+
+
+def _jsonable(array):
+    if array.dtype == object:
+
+        def convert(item):
+            try:
+                return item.decode("utf-8")
+            except UnicodeDecodeError:
+                return {"b64": base64.b64encode(item).decode()}
+
+        return np.vectorize(convert, otypes=[object])(array).tolist()
+    return array.tolist()
+
+
+def _is_named(value):
+    """A JSON object of named inputs (not a `{"b64": ...}` value)."""
+    return isinstance(value, dict) and set(value) != {"b64"}
+
+
+def parse_request(request, signature):
+    """REST body -> (`{input: array}`, row_format)."""
+    inputs = signature["inputs"]
+    if "instances" in request:
+        instances = request["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise ServingError("'instances' must be a non-empty list")
+        if len(inputs) == 1 and not _is_named(instances[0]):
+            (name,) = inputs
+            return {name: _to_array(instances, inputs[name])}, True
+        columns = {}
+        for row, instance in enumerate(instances):
+            if not isinstance(instance, dict):
+                raise ServingError(
+                    f"Failed to process element: {row} of 'instances' list: "
+                    "expected a JSON object with named inputs"
+                )
+            for name in inputs:
+                if name not in instance:
+                    raise ServingError(
+                        f"Failed to process element: {row} key: {name} of "
+                        "'instances' list. JSON object: does not have named "
+                        f"input: {name}"
+                    )
+            for name, value in instance.items():
+                columns.setdefault(name, []).append(value)
+        return {
+            name: _to_array(values, inputs[name]) if name in inputs else values
+            for name, values in columns.items()
+        }, True
+    if "inputs" in request:
+        given = request["inputs"]
+        if len(inputs) == 1 and not _is_named(given):
+            (name,) = inputs
+            return {name: _to_array(given, inputs[name])}, False
+        if not isinstance(given, dict):
+            raise ServingError("'inputs' must name each input")
+        return {
+            name: _to_array(value, inputs[name]) if name in inputs else value
+            for name, value in given.items()
+        }, False
+    raise ServingError("Missing 'inputs' or 'instances' key")
+
+
+def format_response(outputs, row_format):
+    if not row_format:
+        if len(outputs) == 1:
+            return {"outputs": _jsonable(next(iter(outputs.values())))}
+        return {"outputs": {k: _jsonable(v) for k, v in outputs.items()}}
+    if len(outputs) == 1:
+        return {"predictions": _jsonable(next(iter(outputs.values())))}
+    batch = len(next(iter(outputs.values())))
+    rows = [{} for _ in range(batch)]
+    for name, array in outputs.items():
+        for row, value in zip(rows, _jsonable(array), strict=True):
+            row[name] = value
+    return {"predictions": rows}
+
+
+def serve(export_dir, request, load_tf_text=True, tf_dir=None):
+    """Load `export_dir` with the C API and answer one REST request."""
+    api = CApi(tf_dir)
+    if load_tf_text:
+        load_op_libraries(api, tf_text_op_libraries())
+    model = Model(api, export_dir)
+    name = request.get("signature_name", "serving_default")
+    if name not in model.signatures:
+        raise ServingError(
+            f'Serving signature name: "{name}" not found in signature def'
+        )
+    inputs, row_format = parse_request(request, model.signatures[name])
+    return format_response(model.run(name, inputs), row_format)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("export_dir")
+    parser.add_argument("request", help="a JSON file, or - for stdin")
+    parser.add_argument("--no-tf-text", action="store_true")
+    args = parser.parse_args(argv)
+    if args.request == "-":
+        request = json.load(sys.stdin)
+    else:
+        with open(args.request, encoding="utf-8") as f:
+            request = json.load(f)
+    try:
+        response = serve(args.export_dir, request, not args.no_tf_text)
+        code = 0
+    except ServingError as error:
+        response, code = {"error": str(error)}, 2
+    # Proof for the caller: no Python TensorFlow, no keras_selfattn here.
+    response["python_modules"] = sorted(
+        m
+        for m in ("tensorflow", "keras", "keras_selfattn", "tensorflow_text")
+        if m in sys.modules
+    )
+    print(json.dumps(response))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
