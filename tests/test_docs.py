@@ -10,7 +10,10 @@ ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 FILES = [os.path.join(ROOT, "README.md")] + sorted(
     glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
 )
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+BLOCK = re.compile(
+    r"(?:<!-- skip-test: ([^>]+) -->\n)?^```python\n(.*?)^```",
+    re.DOTALL | re.MULTILINE,
+)
 
 
 def _blocks():
@@ -19,7 +22,9 @@ def _blocks():
             text = f.read()
         for i, match in enumerate(BLOCK.finditer(text)):
             name = f"{os.path.relpath(path, ROOT)}#{i}"
-            yield pytest.param(match.group(1), id=name)
+            # A block that needs a running server says so, with a reason.
+            marks = [pytest.mark.skip(match.group(1))] if match.group(1) else []
+            yield pytest.param(match.group(2), id=name, marks=marks)
 
 
 @pytest.mark.parametrize("code", list(_blocks()))
