@@ -179,6 +179,26 @@ def masked_softmax(scores, mask=None, axis=-1):
     return exps / ops.maximum(total, 1e-30)
 
 
+def fused_masked_softmax(scores, mask=None, axis=-1):
+    """`masked_softmax` built on the backend's fused `ops.softmax`.
+
+    Same result and semantics (float32, select-and-zero, a row with no valid
+    key gives zeros and zero gradient), in fewer passes over the scores:
+    masked scores are selected to a very negative value, so their
+    probabilities underflow to exactly 0 in any row with a valid key, and
+    the final select zeros the rows that have none (whose softmax is
+    uniform) and stops their gradient.
+    """
+    if scores.shape[axis] == 1:
+        # `ops.softmax` warns on a length-1 axis (a single key is legal).
+        return masked_softmax(scores, mask, axis)
+    scores = ops.cast(scores, "float32")
+    if mask is None:
+        return ops.softmax(scores, axis=axis)
+    probs = ops.softmax(ops.where(mask, scores, _MASKED_SCORE), axis=axis)
+    return ops.where(mask, probs, 0.0)
+
+
 def any_valid(mask, axis=-1, keepdims=True):
     """Whether each row of a bool mask keeps at least one entry."""
     return ops.any(mask, axis=axis, keepdims=keepdims)

@@ -5,11 +5,18 @@ import math
 import keras
 from keras import ops
 
+from keras_selfattn.layers import _chunked_attention
 from keras_selfattn.layers import _initializers
 from keras_selfattn.layers import _masking
 from keras_selfattn.layers import _validation
 
 _SCORES = _validation.ATTENTION_SCORES
+_IMPLS = ("auto", "dense", "chunked")
+# `attention_impl="auto"` switches to the chunked path from this length on:
+# the dense path keeps `(B, N, T, T)` float32 tensors for the backward pass
+# (4.8 GB peak at batch 1, 8 heads and 8,192 tokens; the chunked path needs
+# 1.6 GB and is still faster there than `keras.layers.MultiHeadAttention`).
+CHUNKED_MIN_LENGTH = 4096
 
 
 @keras.saving.register_keras_serializable(package="keras_selfattn")
@@ -63,6 +70,27 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         bias_constraint: optional constraint for the biases.
         seed: int or `None`, seed for the attention dropout. Defaults to
             `None`.
+        attention_impl: str, how the attention weights are computed, with
+            the same results (to float32 rounding) and masking either way:
+            `"dense"` materializes the `(batch_size, num_heads, seq_len,
+            seq_len)` weights; `"chunked"` processes blocks of `chunk_size`
+            queries with an exact float32 softmax over all their keys and
+            recomputes each block in the backward pass, so memory grows as
+            `O(seq_len)`, not `O(seq_len**2)` (with `window=w` a block only
+            visits the keys within the band, so time and memory grow as
+            `O(seq_len * w)`; `causal` alone still visits, and masks, every
+            key). `"chunked"` needs `score="dot_product"` and `dropout=0`.
+            `"auto"` uses `"chunked"` from `CHUNKED_MIN_LENGTH` (4,096)
+            tokens on and `"dense"` below; when the length is not static
+            (`keras.Input((None, d))`) it decides at run time. It stays
+            dense for additive scores and with attention dropout in
+            training. Every setting uses the dense path when called with
+            `return_attention_scores=True`, since the caller then wants the
+            whole weight tensor. Defaults to `"auto"`.
+        chunk_size: int or `None`, queries per block on the chunked path.
+            Defaults to `None`: a power of two from 16 to 512 chosen from the
+            static shape so that one block holds about 16M scores (with
+            `window=w`, about `w`).
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -104,6 +132,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     (2, 2, 5, 5)
     >>> bool(np.all(keras.ops.convert_to_numpy(y)[1] == 0.0))
     True
+    >>> chunked = MultiHeadSelfAttention(
+    ...     num_heads=2, attention_impl="chunked", chunk_size=2
+    ... )
+    >>> tuple(chunked(x, mask=mask).shape)
+    (2, 5, 8)
     >>> model = keras.Sequential([
     ...     keras.Input((None,), dtype="int32"),
     ...     keras.layers.Embedding(100, 8, mask_zero=True),
@@ -135,6 +168,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         kernel_constraint=None,
         bias_constraint=None,
         seed=None,
+        attention_impl="auto",
+        chunk_size=None,
         **kwargs,
     ):
         num_heads = _validation.positive_int("num_heads", num_heads)
@@ -150,6 +185,19 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         causal = _validation.boolean("causal", causal)
         window = _validation.positive_int("window", window, allow_none=True)
         score = _validation.one_of("score", score, _SCORES)
+        attention_impl = _validation.one_of(
+            "attention_impl", attention_impl, _IMPLS
+        )
+        if attention_impl == "chunked" and (score != "dot_product" or dropout):
+            raise _validation.invalid(
+                "attention_impl",
+                "'auto' or 'dense' with score='additive' or dropout > 0 "
+                f"(got score={score!r}, dropout={dropout})",
+                attention_impl,
+            )
+        chunk_size = _validation.positive_int(
+            "chunk_size", chunk_size, allow_none=True
+        )
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.key_dim = key_dim
@@ -167,6 +215,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
         self.seed = seed
+        self.attention_impl = attention_impl
+        self.chunk_size = chunk_size
         self.supports_masking = True
         self._dropout_layer = keras.layers.Dropout(
             dropout,
@@ -249,6 +299,58 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_mask = _masking.check_attention_mask(
             "attention_mask", attention_mask, inputs.shape, inputs.shape
         )
+        impl = self._choose_impl(training, return_attention_scores)
+        if impl == "dense":
+            outputs, scores = self._self_attend_dense(
+                inputs,
+                padding,
+                attention_mask,
+                training,
+                need_probs=return_attention_scores,
+            )
+        else:
+            scores = None
+            seq_len = inputs.shape[1]
+            if impl == "chunked" or seq_len is not None:
+                use_chunked = impl == "chunked" or seq_len >= CHUNKED_MIN_LENGTH
+                attend = (
+                    self._self_attend_chunked
+                    if use_chunked
+                    else self._self_attend_dense_outputs
+                )
+                outputs = attend(inputs, padding, attention_mask, training)
+            else:
+                # Unknown static length: pick the path at run time.
+                outputs = ops.cond(
+                    ops.shape(inputs)[1] >= CHUNKED_MIN_LENGTH,
+                    lambda: self._self_attend_chunked(
+                        inputs, padding, attention_mask, training
+                    ),
+                    lambda: self._self_attend_dense_outputs(
+                        inputs, padding, attention_mask, training
+                    ),
+                )
+        _masking.set_keras_mask(outputs, padding)
+        if return_attention_scores:
+            return outputs, scores
+        return outputs
+
+    def _choose_impl(self, training, return_attention_scores):
+        """`"dense"`, `"chunked"` or `"auto"` (decide by length)."""
+        if return_attention_scores:
+            # The caller asked for the whole (B, N, T, T) weights anyway.
+            return "dense"
+        if self.attention_impl != "auto":
+            return self.attention_impl
+        dropping = bool(training) and self.dropout > 0
+        if dropping or self.score != "dot_product":
+            return "dense"
+        return "auto"
+
+    def _self_attend_dense(
+        self, inputs, padding, attention_mask, training, need_probs=True
+    ):
+        """The dense path: `(outputs, probs (B, N, T, T))`."""
         seq_len = ops.shape(inputs)[1]
         band = _masking.band_mask(seq_len, seq_len, self.causal, self.window)
         merged = _masking.attention_mask_from(
@@ -257,11 +359,43 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             attention_mask=attention_mask,
             band=band,
         )
-        outputs, scores = self._attend(inputs, inputs, merged, training)
-        _masking.set_keras_mask(outputs, padding)
-        if return_attention_scores:
-            return outputs, scores
-        return outputs
+        if self.score != "dot_product":
+            return self._attend(inputs, inputs, merged, training)
+        query, key, value = self._project_self(inputs)
+        return self._attend_scaled(
+            query, key, value, merged, training, need_probs
+        )
+
+    def _self_attend_dense_outputs(
+        self, inputs, padding, attention_mask, training
+    ):
+        return self._self_attend_dense(
+            inputs, padding, attention_mask, training, need_probs=False
+        )[0]
+
+    def _self_attend_chunked(self, inputs, padding, attention_mask, training):
+        """The chunked path (dot-product scores, no dropout): outputs only."""
+        query, key, value = self._project_self(inputs)  # (B, N, T, H|V)
+        block = self.chunk_size or _chunked_attention.block_size(
+            self.num_heads, inputs.shape[0], inputs.shape[1], self.window
+        )
+        if inputs.shape[1] is not None:
+            # Never pad a short sequence up to one oversized block.
+            block = min(block, inputs.shape[1])
+        context, has_key = _chunked_attention.chunked_attention(
+            query,
+            key,
+            value,
+            query_valid=padding,
+            key_valid=padding,
+            attention_mask=attention_mask,
+            causal=self.causal,
+            window=self.window,
+            block=block,
+        )  # (B, N, T, V), (B, N, T, 1)
+        outputs = self._project_output(context)
+        # A query with no valid key outputs zeros (not the output bias).
+        return ops.where(has_key[:, 0], outputs, ops.zeros_like(outputs))
 
     def _project(self, x, kernel, bias):
         # (B, T, D) x (D, N, H) -> (B, N, T, H): heads first, so the score and
@@ -305,6 +439,79 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         return key, value
 
+    def _project_self(self, inputs):
+        """`(B, T, D)` -> scaled queries, keys `(B, N, T, H)`, values
+        `(B, N, T, V)`, with one fused matmul.
+
+        The three kernels stay separate weights (they match
+        `keras.layers.MultiHeadAttention`'s); they are concatenated per call,
+        which costs `O(D * N * H)` against the `O(B * T * D * N * H)` matmul.
+        """
+        heads, kd, vd = self.num_heads, self._key_dim, self._value_dim
+        scale = 1.0 / math.sqrt(self._key_dim)
+        dim = self.query_kernel.shape[0]
+        # 1/sqrt(key_dim) folded into the query kernel and bias: the scores
+        # come out scaled at no cost.
+        kernel = ops.concatenate(
+            [
+                ops.reshape(self.query_kernel * scale, (dim, heads * kd)),
+                ops.reshape(self.key_kernel, (dim, heads * kd)),
+                ops.reshape(self.value_kernel, (dim, heads * vd)),
+            ],
+            axis=1,
+        )  # (D, N * (2H + V))
+        batch, seq_len = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        # A 2-D matmul: TensorFlow runs (B, T, D) x (D, F) as a slower
+        # broadcasting batched matmul.
+        fused = ops.matmul(
+            ops.reshape(inputs, (-1, dim)), kernel
+        )  # (B * T, N * (2H + V))
+        if self.use_bias:
+            fused = fused + ops.concatenate(
+                [
+                    ops.reshape(self.query_bias * scale, (-1,)),
+                    ops.reshape(self.key_bias, (-1,)),
+                    ops.reshape(self.value_bias, (-1,)),
+                ],
+                axis=0,
+            )
+        if kd == vd:
+            # One transpose for all three: (B, T, 3, N, H) -> (3, B, N, T, H).
+            fused = ops.reshape(fused, (batch, seq_len, 3, heads, kd))
+            query, key, value = ops.unstack(
+                ops.transpose(fused, (2, 0, 3, 1, 4)), 3, axis=0
+            )
+            return query, key, value
+        query, key, value = ops.split(
+            fused, [heads * kd, 2 * heads * kd], axis=-1
+        )
+
+        def heads_first(x, size):
+            # (B * T, N * X) -> (B, T, N, X) -> (B, N, T, X)
+            x = ops.reshape(x, (batch, seq_len, heads, size))
+            return ops.transpose(x, (0, 2, 1, 3))
+
+        return (
+            heads_first(query, kd),
+            heads_first(key, kd),
+            heads_first(value, vd),
+        )
+
+    def _project_output(self, context_heads):
+        """`(B, N, T, V)` -> `(B, T, output_dim)`, with the output bias."""
+        heads, vd, out_dim = self.output_kernel.shape
+        shape = ops.shape(context_heads)
+        # (B, N, T, V) -> (B, T, N, V) -> (B * T, N * V): one 2-D matmul.
+        context = ops.reshape(
+            ops.transpose(context_heads, (0, 2, 1, 3)), (-1, heads * vd)
+        )
+        outputs = ops.matmul(
+            context, ops.reshape(self.output_kernel, (heads * vd, out_dim))
+        )  # (B * T, output_dim)
+        if self.use_bias:
+            outputs = outputs + self.output_bias
+        return ops.reshape(outputs, (shape[0], shape[2], out_dim))
+
     def _attend_projected(self, query, key, value, mask, training):
         """Scores, masked softmax, value mixing and output projection.
 
@@ -322,27 +529,50 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             query = query * ops.cast(
                 1.0 / math.sqrt(self._key_dim), query.dtype
             )
+        return self._attend_scaled(query, key, value, mask, training)
+
+    def _attend_scaled(
+        self, query, key, value, mask, training, need_probs=True
+    ):
+        """`_attend_projected` for dot-product queries already multiplied
+        by `1 / sqrt(key_dim)` (additive-score queries are never scaled).
+
+        With `need_probs=False` the returned probabilities are `None`, which
+        allows the faster dense path (`_chunked_attention.dense_attention`).
+        """
+        if (
+            self.score == "dot_product"
+            and not need_probs
+            and not (training and self.dropout > 0)
+        ):
+            # The fast dense path: a hand-written backward pass.
+            head_mask = None if mask is None else mask[:, None, :, :]
+            context_heads = _chunked_attention.dense_attention(
+                query, key, value, head_mask
+            )  # (B, N, T_q, V)
+            return self._finish(context_heads, mask), None
+        if self.score == "dot_product":
             scores = ops.einsum("bnqh,bnkh->bnqk", query, key)  # (B,N,Tq,Tk)
         else:
             # v^T tanh(q_i + k_j): (B, N, T_q, 1, H) + (B, N, 1, T_k, H).
             hidden = ops.tanh(query[:, :, :, None, :] + key[:, :, None, :, :])
             scores = ops.einsum("bnqkh,nh->bnqk", hidden, self.score_vector)
         head_mask = None if mask is None else mask[:, None, :, :]
-        # float32 softmax with select-and-zero (see _masking.masked_softmax).
-        probs = _masking.masked_softmax(scores, head_mask)
+        # float32 softmax with select-and-zero (see _masking).
+        probs = _masking.fused_masked_softmax(scores, head_mask)
         probs = ops.cast(probs, self.compute_dtype)
         dropped = self._dropout_layer(probs, training=training)
         context_heads = ops.einsum("bnqk,bnkv->bnqv", dropped, value)
-        outputs = ops.einsum(
-            "bnqv,nvo->bqo", context_heads, self.output_kernel
-        )  # (B, T_q, output_dim)
-        if self.use_bias:
-            outputs = outputs + self.output_bias
+        return self._finish(context_heads, mask), probs
+
+    def _finish(self, context_heads, mask):
+        """Output projection; zeros for queries with no valid key."""
+        outputs = self._project_output(context_heads)  # (B, T_q, O)
         if mask is not None:
             # A query with no valid key outputs zeros (not the output bias).
             has_key = ops.any(mask, axis=-1, keepdims=True)  # (B|1, T_q, 1)
             outputs = ops.where(has_key, outputs, ops.zeros_like(outputs))
-        return outputs, probs
+        return outputs
 
     def compute_mask(self, inputs, mask=None):
         return _masking.resolve_mask(inputs, mask)
@@ -401,4 +631,6 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 self.bias_constraint
             ),
             "seed": self.seed,
+            "attention_impl": self.attention_impl,
+            "chunk_size": self.chunk_size,
         }

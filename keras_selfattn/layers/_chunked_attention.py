@@ -1,0 +1,453 @@
+"""Exact attention without a stored `T x T` matrix, and a faster dense one.
+
+Private helpers for `MultiHeadSelfAttention`, in `keras.ops` only (no
+TensorFlow: `ops.custom_gradient`, `ops.map` and `ops.fori_loop` map to each
+backend's own). Three functions, all exact (each query row's softmax sees
+every key it may attend to, in float32):
+
+- `dense_attention`: the whole `(B, N, T_q, T_k)` matrix, with a hand-written
+  backward pass that keeps only the probabilities and takes the softmax
+  Jacobian's row term from `(T, V)` values (the dense fast path).
+- `chunked_attention` without `window`: a loop over blocks of `block`
+  queries against all keys. The forward pass keeps only the outputs; the
+  backward pass recomputes each block's probabilities (FlashAttention-style),
+  so peak memory is one block's `(B, N, block, T)` scores, not
+  `(B, N, T, T)`. With `causal` every key is still visited (and masked).
+- `chunked_attention` with `window=w`: query block `i` only visits the key
+  blocks within `w` positions, gathered into a `(B, N, n_blocks, span, H)`
+  tensor and run as one batched `dense_attention`; time and memory grow as
+  `O(T * w)`.
+
+Shapes: `B` batch, `N` heads, `T` length, `H` key size, `V` value size.
+"""
+
+from keras import ops
+
+from keras_selfattn.layers import _masking
+
+# Score elements (B * N * block * keys) that one query block may hold: about
+# 64 MB of float32 per intermediate, small enough that the handful of
+# block-sized temporaries stay far below the dense `T x T` footprint, large
+# enough that each block's matmuls run near the machine's peak.
+_BLOCK_ELEMENTS = 2**24
+_MIN_BLOCK = 16
+_MAX_BLOCK = 512
+
+
+def _floor_pow2(n):
+    return 1 << (max(int(n), 1).bit_length() - 1)
+
+
+def block_size(num_heads, batch_size, seq_len, window=None):
+    """A static query-block size (a power of two) for the chunked path.
+
+    Args:
+        num_heads: int, number of heads.
+        batch_size: int or `None` (unknown: assume 1).
+        seq_len: int or `None` (unknown: assume a long 32,768, so that an
+            unknown length never gets oversized blocks).
+        window: int or `None`, the band half-width.
+    """
+    if window is not None:
+        # Blocks about as wide as the band: the span is then 2-3 windows.
+        return min(max(_floor_pow2(window), _MIN_BLOCK), _MAX_BLOCK)
+    keys = seq_len or 2**15
+    block = _BLOCK_ELEMENTS // (num_heads * (batch_size or 1) * keys)
+    return min(max(_floor_pow2(block), _MIN_BLOCK), _MAX_BLOCK)
+
+
+def chunked_attention(
+    query,
+    key,
+    value,
+    query_valid=None,
+    key_valid=None,
+    attention_mask=None,
+    causal=False,
+    window=None,
+    block=128,
+):
+    """Masked softmax attention of scaled queries, block by block.
+
+    Args:
+        query: `(B, N, T, H)`, already multiplied by `1 / sqrt(H)`.
+        key: `(B, N, T, H)`.
+        value: `(B, N, T, V)`.
+        query_valid: bool `(B, T)` or `None`.
+        key_valid: bool `(B, T)` or `None`.
+        attention_mask: bool `(B|1, T, T)` or `None`.
+        causal: bool, keep keys `j <= i`.
+        window: int or `None`, keep keys `|i - j| <= window`.
+        block: int, queries per block.
+
+    Returns:
+        `(context (B, N, T, V), has_key (B|1, 1|N, T, 1) bool)`: the mixed
+        values (exact zeros in a row with no allowed key) and whether each
+        row had an allowed key.
+    """
+    static_len = query.shape[2]
+    seq_len = ops.shape(query)[2]
+    padded_len = seq_len
+    if static_len is None or static_len % block:
+        # Pad the length to a multiple of the block; padded keys and queries
+        # are masked out, and the padded rows are sliced off at the end.
+        pad = (block - seq_len % block) % block
+        padded_len = seq_len + pad
+        positions = ops.arange(padded_len, dtype="int32")
+        in_range = ops.less(positions, seq_len)[None, :]  # (1, T')
+        query_valid, key_valid = (
+            in_range
+            if m is None
+            else ops.logical_and(in_range, _pad_axis(m, pad, 1))
+            for m in (query_valid, key_valid)
+        )  # (B|1, T')
+        query, key, value = (_pad_axis(x, pad, 2) for x in (query, key, value))
+        if attention_mask is not None:
+            attention_mask = _pad_axis(
+                _pad_axis(attention_mask, pad, 1), pad, 2
+            )
+    num_blocks = padded_len // block
+    if window is not None and key_valid is None:
+        key_valid = ops.ones((1, padded_len), dtype="bool")
+    if window is None:
+        context, has_key = _full_key_attention(
+            query,
+            key,
+            value,
+            query_valid,
+            key_valid,
+            attention_mask,
+            causal,
+            block,
+            num_blocks,
+        )
+    else:
+        context, has_key = _banded_attention(
+            query,
+            key,
+            value,
+            query_valid,
+            key_valid,
+            attention_mask,
+            causal,
+            window,
+            block,
+            num_blocks,
+        )
+    return context[:, :, :seq_len], has_key[:, :, :seq_len]
+
+
+def _pad_axis(x, pad, axis):
+    """Append `pad` (a scalar tensor) zeros / `False`s along `axis`."""
+    shape = list(ops.shape(x))
+    shape[axis] = pad
+    return ops.concatenate([x, ops.zeros(shape, dtype=x.dtype)], axis=axis)
+
+
+def _block_mask(query_pos, key_pos, query_valid, key_valid, attn, causal, w):
+    """The bool mask of one block of queries against its keys.
+
+    Args:
+        query_pos: int `(..., C)` absolute query positions.
+        key_pos: int `(..., L)` absolute key positions.
+        query_valid: bool `(B|1, ..., C)` or `None`.
+        key_valid: bool `(B|1, ..., L)` or `None`.
+        attn: bool `(B|1, ..., C, L)` or `None`.
+
+    Returns:
+        bool broadcastable to `(B, 1, ..., C, L)` (the 1 is the head axis),
+        or `None` when nothing is masked.
+    """
+    rows = query_pos[..., :, None]
+    cols = key_pos[..., None, :]
+    allowed = _masking.merge_masks(
+        None if query_valid is None else query_valid[..., :, None],
+        None if key_valid is None else key_valid[..., None, :],
+        ops.greater_equal(rows, cols)[None] if causal else None,
+        ops.less_equal(ops.abs(rows - cols), w)[None]
+        if w is not None
+        else None,
+        attn,
+    )
+    return None if allowed is None else ops.expand_dims(allowed, 1)
+
+
+def _full_key_attention(
+    query,
+    key,
+    value,
+    query_valid,
+    key_valid,
+    attention_mask,
+    causal,
+    block,
+    num_blocks,
+):
+    """Query blocks against all keys, recomputed in the backward pass."""
+    dtype = query.dtype
+    shape = ops.shape(query)
+    key_len = ops.shape(key)[2]
+    key_pos = ops.arange(key_len, dtype="int32")
+    block_pos = ops.arange(block, dtype="int32")
+    # (B, N, T', H) -> (B, N, n, C, H): block `i` is `take(.., i, axis=2)`.
+    query_blocks = ops.reshape(
+        query, (shape[0], shape[1], num_blocks, block, query.shape[-1])
+    )
+    valid_blocks = None
+    if query_valid is not None:
+        valid_blocks = ops.reshape(query_valid, (-1, num_blocks, block))
+    attn_blocks = None
+    if attention_mask is not None:
+        # (B|1, T', T') -> (B|1, n, C, T').
+        attn_blocks = ops.reshape(
+            attention_mask, (-1, num_blocks, block, key_len)
+        )
+
+    def block_mask(i):
+        """The `(B|1, 1, C, T')` mask of query block `i`, or `None`."""
+        return _block_mask(
+            i * block + block_pos,
+            key_pos,
+            None if valid_blocks is None else ops.take(valid_blocks, i, 1),
+            key_valid,
+            None if attn_blocks is None else ops.take(attn_blocks, i, 1),
+            causal,
+            None,
+        )
+
+    def block_probs(q, mask):
+        """float32 probabilities `(B, N, C, T')` of query block `q`."""
+        scores = ops.einsum("bnch,bnkh->bnck", q, key)
+        return _masking.fused_masked_softmax(scores, mask)
+
+    @ops.custom_gradient
+    def attend(query_blocks, key, value):
+        def forward_block(i):
+            q = ops.take(query_blocks, i, axis=2)  # (B, N, C, H)
+            probs = block_probs(q, block_mask(i))
+            return ops.einsum(
+                "bnck,bnkv->bncv", ops.cast(probs, dtype), value
+            )  # (B, N, C, V)
+
+        indices = ops.arange(num_blocks, dtype="int32")
+        out = _unblock(ops.map(forward_block, indices))  # (B, N, T', V)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                upstream = args[0]
+            d_out = ops.cast(upstream, dtype)
+            # D_i = sum_v dO_iv O_iv = sum_k dP_ik P_ik, the softmax
+            # Jacobian's row term, from (T, V) instead of (T, T).
+            delta = ops.sum(
+                ops.cast(d_out, "float32") * ops.cast(out, "float32"), -1
+            )
+            d_blocks = ops.reshape(
+                d_out, (shape[0], shape[1], num_blocks, block, value.shape[-1])
+            )
+            delta = ops.reshape(delta, (shape[0], shape[1], num_blocks, block))
+            block_ids = ops.arange(num_blocks, dtype="int32")
+
+            def backward_block(i, carry):
+                d_query, d_key, d_value = carry
+                q = ops.take(query_blocks, i, axis=2)  # (B, N, C, H)
+                d_o = ops.take(d_blocks, i, axis=2)  # (B, N, C, V)
+                # Recompute this block's probabilities, exactly as forward.
+                probs = block_probs(q, block_mask(i))  # (B, N, C, T') f32
+                probs_c = ops.cast(probs, dtype)
+                d_value = d_value + ops.cast(
+                    ops.einsum("bnck,bncv->bnkv", probs_c, d_o), "float32"
+                )  # (B, N, T', V)
+                d_probs = ops.einsum("bncv,bnkv->bnck", d_o, value)
+                # Masked entries have P = 0, so they get no gradient.
+                d_scores = probs * (
+                    ops.cast(d_probs, "float32")
+                    - ops.take(delta, i, axis=2)[..., None]
+                )
+                d_scores = ops.cast(d_scores, dtype)  # (B, N, C, T')
+                d_q = ops.einsum("bnck,bnkh->bnch", d_scores, key)
+                d_key = d_key + ops.cast(
+                    ops.einsum("bnck,bnch->bnkh", d_scores, q), "float32"
+                )
+                # Write block `i` of the query gradient without a scatter.
+                here = ops.equal(block_ids, i)[None, None, :, None, None]
+                d_query = ops.where(here, d_q[:, :, None], d_query)
+                return d_query, d_key, d_value
+
+            init = (
+                ops.zeros_like(query_blocks),
+                ops.zeros_like(ops.cast(key, "float32")),
+                ops.zeros_like(ops.cast(value, "float32")),
+            )
+            d_query, d_key, d_value = ops.fori_loop(
+                0, num_blocks, backward_block, init
+            )
+            return d_query, ops.cast(d_key, dtype), ops.cast(d_value, dtype)
+
+        return out, grad
+
+    context = attend(query_blocks, key, value)
+    if valid_blocks is None and key_valid is None and attn_blocks is None:
+        # Every query is valid and sees at least itself (causal keeps the
+        # diagonal): every row has a key.
+        return context, ops.ones((1, 1, 1, 1), dtype="bool")
+    has_key = ops.map(
+        lambda i: ops.any(block_mask(i), axis=-1, keepdims=True),
+        ops.arange(num_blocks, dtype="int32"),
+    )  # (n, B|1, 1, C, 1)
+    return context, _unblock(has_key)
+
+
+def _unblock(x):
+    """`(n, B, N, C, X)` -> `(B, N, n * C, X)`."""
+    x = ops.transpose(x, (1, 2, 0, 3, 4))
+    shape = ops.shape(x)
+    return ops.reshape(x, (shape[0], shape[1], -1, shape[4]))
+
+
+def _banded_attention(
+    query,
+    key,
+    value,
+    query_valid,
+    key_valid,
+    attention_mask,
+    causal,
+    window,
+    block,
+    num_blocks,
+):
+    """Each query block against the key blocks within `window` only."""
+    # Key blocks `i - reach .. i + reach` (`.. i` when causal) cover every
+    # key within `window` of query block `i`.
+    reach = -(-window // block)
+    before = reach * block
+    after = 0 if causal else reach * block
+    span = before + block + after
+    padded_len = ops.shape(key)[2]
+    # Pad the keys by `before` in front and `after` behind; padded keys are
+    # invalid, so they never receive weight.
+    key, value = (_pad_front_back(x, before, after, 2) for x in (key, value))
+    key_valid = _pad_front_back(key_valid, before, after, 1)
+    # Gather indices: block `i` sees padded keys `i * C + l`, l < span.
+    starts = ops.arange(num_blocks, dtype="int32") * block
+    gather = starts[:, None] + ops.arange(span, dtype="int32")[None, :]
+    key_pos = gather - before  # (n, L) absolute key positions
+    query_pos = ops.reshape(ops.arange(padded_len, dtype="int32"), (-1, block))
+    shape = ops.shape(query)
+    query_blocks = ops.reshape(
+        query, (shape[0], shape[1], num_blocks, block, query.shape[-1])
+    )  # (B, N, n, C, H)
+    key_span = ops.take(key, gather, axis=2)  # (B, N, n, L, H)
+    value_span = ops.take(value, gather, axis=2)  # (B, N, n, L, V)
+    attn = None
+    if attention_mask is not None:
+        rows = ops.reshape(
+            _pad_front_back(attention_mask, before, after, 2),
+            (-1, num_blocks, block, padded_len + before + after),
+        )  # (B|1, n, C, T' + pad)
+        attn = ops.take_along_axis(
+            rows,
+            ops.broadcast_to(
+                gather[None, :, None, :], (1, num_blocks, block, span)
+            ),
+            axis=3,
+        )  # (B|1, n, C, L)
+    mask = _block_mask(
+        query_pos,
+        key_pos,
+        None
+        if query_valid is None
+        else ops.reshape(query_valid, (-1, num_blocks, block)),
+        ops.take(key_valid, gather, axis=1),  # (B, n, L)
+        attn,
+        causal,
+        window,
+    )  # (B|1, 1, n, C, L)
+    # Fold the blocks into the head axis: (B, N * n, C|L, H), so the
+    # blocks are one batched `dense_attention`.
+    heads = query.shape[1]
+    mask = ops.broadcast_to(
+        mask, (ops.shape(mask)[0], heads, num_blocks, block, span)
+    )
+
+    def fold(x, size):
+        # (B, N, n, C|L, X) -> (B, N * n, C|L, X), sizes kept static.
+        return ops.reshape(x, (shape[0], -1, x.shape[3], size))
+
+    context = dense_attention(
+        fold(query_blocks, query.shape[-1]),
+        fold(key_span, query.shape[-1]),
+        fold(value_span, value.shape[-1]),
+        ops.reshape(mask, (ops.shape(mask)[0], -1, block, span)),
+    )  # (B, N * n, C, V)
+    context = ops.reshape(
+        context, (shape[0], shape[1], padded_len, value.shape[-1])
+    )
+    has_key = ops.any(mask[:, :1], axis=-1, keepdims=True)  # (B|1,1,n,C,1)
+    has_key = ops.reshape(has_key, (-1, 1, padded_len, 1))
+    return context, has_key
+
+
+def _pad_front_back(x, before, after, axis):
+    """Pad `axis` with `before` zeros in front and `after` behind."""
+    shape = list(ops.shape(x))
+    parts = []
+    for size in (before, None, after):
+        if size is None:
+            parts.append(x)
+        elif size:
+            shape[axis] = size
+            parts.append(ops.zeros(shape, dtype=x.dtype))
+    return ops.concatenate(parts, axis=axis)
+
+
+def dense_attention(query, key, value, mask=None):
+    """`softmax(q k^T) v` with a hand-written backward pass.
+
+    The same arithmetic as autodiff of scores -> masked softmax -> mixing,
+    with fewer passes over the `(B, N, T_q, T_k)` matrix in the backward
+    pass: the softmax Jacobian's row term is taken as `sum(dO * O)` over the
+    `V` values (FlashAttention's trick) instead of `sum(dP * P)` over the
+    `T_k` keys, and only the probabilities are kept for it.
+
+    Args:
+        query: `(B, N, T_q, H)`, already multiplied by `1 / sqrt(H)`.
+        key: `(B, N, T_k, H)`.
+        value: `(B, N, T_k, V)`.
+        mask: bool broadcastable to `(B, N, T_q, T_k)`, or `None`.
+
+    Returns:
+        The mixed values `(B, N, T_q, V)`; exact zeros in a row with no
+        allowed key.
+    """
+    dtype = query.dtype
+
+    @ops.custom_gradient
+    def attend(query, key, value):
+        scores = ops.einsum("bnqh,bnkh->bnqk", query, key)  # (B, N, Tq, Tk)
+        probs = _masking.fused_masked_softmax(scores, mask)  # float32
+        probs_c = ops.cast(probs, dtype)
+        out = ops.einsum("bnqk,bnkv->bnqv", probs_c, value)  # (B, N, Tq, V)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                upstream = args[0]
+            d_out = ops.cast(upstream, dtype)
+            # D_i = sum_v dO_iv O_iv = sum_k dP_ik P_ik.
+            delta = ops.sum(
+                ops.cast(d_out, "float32") * ops.cast(out, "float32"),
+                axis=-1,
+                keepdims=True,
+            )  # (B, N, Tq, 1)
+            d_value = ops.einsum("bnqk,bnqv->bnkv", probs_c, d_out)
+            d_probs = ops.einsum("bnqv,bnkv->bnqk", d_out, value)
+            # Masked entries have P = 0, so they get no gradient.
+            d_scores = probs * (ops.cast(d_probs, "float32") - delta)
+            d_scores = ops.cast(d_scores, dtype)
+            d_query = ops.einsum("bnqk,bnkh->bnqh", d_scores, key)
+            d_key = ops.einsum("bnqk,bnqh->bnkh", d_scores, query)
+            return d_query, d_key, d_value
+
+        return out, grad
+
+    return attend(query, key, value)
