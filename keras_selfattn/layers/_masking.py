@@ -49,6 +49,8 @@ def check_padding_mask(name, mask, inputs):
     """
     if mask is None:
         return None
+    if not hasattr(mask, "shape"):  # a nested list
+        mask = ops.convert_to_tensor(mask)
     mask_shape = tuple(mask.shape)
     input_shape = tuple(inputs.shape)
     if len(mask_shape) != 2 or not _compatible(mask_shape, input_shape[:2]):
@@ -67,6 +69,8 @@ def check_attention_mask(name, attention_mask, query_shape, key_shape):
     """
     if attention_mask is None:
         return None
+    if not hasattr(attention_mask, "shape"):  # a nested list
+        attention_mask = ops.convert_to_tensor(attention_mask)
     shape = tuple(attention_mask.shape)
     expected = (query_shape[0], query_shape[1], key_shape[1])
     ok = len(shape) == 3 and _compatible(shape[1:], expected[1:])

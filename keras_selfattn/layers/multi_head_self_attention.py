@@ -214,7 +214,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
-        self.seed = seed
+        self.seed = (
+            None if seed is None else _validation.non_negative_int("seed", seed)
+        )
         self.attention_impl = attention_impl
         self.chunk_size = chunk_size
         self.supports_masking = True

@@ -52,6 +52,10 @@ class TransformerBlock(_transformer.TransformerLayer):
             positions `j` with `|i - j| <= window`. Defaults to `None`.
         score: str, `"dot_product"` or `"additive"`. Defaults to
             `"dot_product"`.
+        attention_impl: str, `"auto"`, `"dense"` or `"chunked"`: how the
+            self-attention computes its weights (see
+            `MultiHeadSelfAttention`; `"auto"` uses the memory-efficient
+            chunked path for long sequences). Defaults to `"auto"`.
         kernel_initializer: initializer for the attention and feed-forward
             kernels. Defaults to `"glorot_uniform"`.
         bias_initializer: initializer for their biases. Defaults to
@@ -128,12 +132,16 @@ class TransformerBlock(_transformer.TransformerLayer):
         causal=False,
         window=None,
         score="dot_product",
+        attention_impl="auto",
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         seed=None,
         **kwargs,
     ):
         causal = _validation.boolean("causal", causal)
+        attention_impl = _validation.one_of(
+            "attention_impl", attention_impl, ("auto", "dense", "chunked")
+        )
         window = _validation.positive_int("window", window, allow_none=True)
         score = _validation.one_of("score", score, _validation.ATTENTION_SCORES)
         super().__init__(
@@ -153,6 +161,7 @@ class TransformerBlock(_transformer.TransformerLayer):
         self.causal = causal
         self.window = window
         self.score = score
+        self.attention_impl = attention_impl
 
     def build(self, input_shape):
         _validation.sequence_shape("inputs", input_shape, self.name)
@@ -160,6 +169,7 @@ class TransformerBlock(_transformer.TransformerLayer):
             causal=self.causal,
             window=self.window,
             score=self.score,
+            attention_impl=self.attention_impl,
             name="self_attention",
             **self._attention_kwargs(seed_offset=0),
         )
@@ -183,13 +193,15 @@ class TransformerBlock(_transformer.TransformerLayer):
         x = self._sublayer_input(inputs, self._self_attention_norm)
         # The padding mask goes in explicitly: it may have come as `mask`
         # rather than riding on `inputs`.
-        y, scores = self._self_attention(
+        # Scores only when asked: they force the dense attention path.
+        y = self._self_attention(
             x,
             mask=padding,
             attention_mask=attention_mask,
             training=training,
-            return_attention_scores=True,
-        )  # (B, T, D), (B, N, T, T)
+            return_attention_scores=return_attention_scores,
+        )  # (B, T, D) [, (B, N, T, T)]
+        y, scores = y if return_attention_scores else (y, None)
         x = self._sublayer_output(
             inputs,
             y,
@@ -234,4 +246,5 @@ class TransformerBlock(_transformer.TransformerLayer):
             "causal": self.causal,
             "window": self.window,
             "score": self.score,
+            "attention_impl": self.attention_impl,
         }

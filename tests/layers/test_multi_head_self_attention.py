@@ -325,3 +325,13 @@ def test_seeded_initializer_gives_distinct_kernels():
     )
     again(_inputs())
     np.testing.assert_array_equal(harness.to_numpy(again.query_kernel), q)
+
+
+def test_masks_as_python_lists_and_bad_seed():
+    layer = MultiHeadSelfAttention(HEADS)
+    x = _inputs()
+    mask = _mask()
+    expected = harness.to_numpy(layer(x, mask=mask))
+    harness.assert_close(layer(x, mask=mask.tolist()), expected, 1e-6, "list")
+    with pytest.raises(ValueError, match="argument `seed`"):
+        MultiHeadSelfAttention(HEADS, seed=-1)

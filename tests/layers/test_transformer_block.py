@@ -280,3 +280,16 @@ def test_seeded_dropouts_draw_different_masks():
     first = block._self_attention_dropout(ones, training=True)
     second = block._feedforward_dropout(ones, training=True)
     assert not np.array_equal(harness.to_numpy(first), harness.to_numpy(second))
+
+
+def test_chunked_attention_matches_dense():
+    x = np.random.default_rng(4).normal(size=(2, 9, 12)).astype("float32")
+    mask = np.array([[1] * 6 + [0] * 3, [1] * 9], dtype=bool)
+    dense = TransformerBlock(3, 11, dropout=0.0, attention_impl="dense")
+    chunked = TransformerBlock(3, 11, dropout=0.0, attention_impl="chunked")
+    a = harness.to_numpy(dense(x, mask=mask))
+    chunked(x, mask=mask)
+    chunked.set_weights(dense.get_weights())
+    harness.assert_close(chunked(x, mask=mask), a, 1e-5, "chunked vs dense")
+    with pytest.raises(ValueError, match="argument `attention_impl`"):
+        TransformerBlock(3, 11, attention_impl="flash")
