@@ -146,6 +146,15 @@ class TransformerLayer(keras.layers.Layer):
             x, y, self._feedforward_norm, self._feedforward_dropout, training
         )
 
+    def _feedforward_and_finish(self, x, padding, training):
+        """The feed-forward sub-layer, then zeros at padded positions (not
+        LN(bias): a fully padded row is all zeros, like the attention layers)
+        and the padding mask on the output."""
+        x = self._feedforward(x, training)
+        outputs = _masking.zero_masked_positions(x, padding)
+        _masking.set_keras_mask(outputs, padding)
+        return outputs
+
     def compute_mask(self, inputs, mask=None):
         return _masking.resolve_mask(inputs, mask)
 

@@ -209,11 +209,7 @@ class TransformerBlock(_transformer.TransformerLayer):
             self._self_attention_dropout,
             training,
         )
-        x = self._feedforward(x, training)
-        # Padded positions give zeros (not LN(bias)): a fully padded row
-        # is all zeros, like the attention layers.
-        outputs = _masking.zero_masked_positions(x, padding)
-        _masking.set_keras_mask(outputs, padding)
+        outputs = self._feedforward_and_finish(x, padding, training)
         if return_attention_scores:
             return outputs, scores
         return outputs
