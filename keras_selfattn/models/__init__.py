@@ -8,10 +8,22 @@ from keras_selfattn.models.generation import greedy_search as greedy_search
 from keras_selfattn.models.seq2seq import (
     Seq2SeqTransformer as Seq2SeqTransformer,
 )
+from keras_selfattn.models.text_generator import TextGenerator as TextGenerator
+from keras_selfattn.models.text_generator import (
+    cross_attention_scores as cross_attention_scores,
+)
+from keras_selfattn.models.text_generator import (
+    make_seq2seq_dataset as make_seq2seq_dataset,
+)
+from keras_selfattn.models.text_generator import tidy_spacing as tidy_spacing
 
 __all__ = [
     "Seq2SeqTransformer",
+    "TextGenerator",
     "beam_search",
     "build_text_classifier",
+    "cross_attention_scores",
     "greedy_search",
+    "make_seq2seq_dataset",
+    "tidy_spacing",
 ]

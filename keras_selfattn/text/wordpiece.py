@@ -14,6 +14,7 @@ END = "[END]"
 RESERVED_TOKENS = (PAD, UNK, START, END)
 
 
+@tf.autograph.experimental.do_not_convert
 def _tf_text():
     """Import tensorflow-text on first use, so `import keras_selfattn` stays
     light and the layer stays registered even without the extra."""

@@ -162,3 +162,41 @@ def test_versions_increment_and_never_overwrite(tmp_path):
         export_model(model, base, version=0)
     with pytest.raises(TypeError, match="argument `model`"):
         export_model("model", base)
+
+
+def _generator(method, source_length, seed):
+    from keras_selfattn.models import Seq2SeqTransformer
+    from keras_selfattn.models import TextGenerator
+
+    keras.utils.set_random_seed(seed)
+    source = WordPieceTokenizer(VOCAB, sequence_length=source_length)
+    target = WordPieceTokenizer(
+        VOCAB, sequence_length=7, add_start_token=True, add_end_token=True
+    )
+    seq2seq = Seq2SeqTransformer(
+        len(VOCAB), len(VOCAB), source_length, 6, 16, 2, 32
+    )
+    return TextGenerator(source, target, seq2seq, method=method, beam_width=3)
+
+
+@pytest.mark.parametrize(
+    "task, method, source_length",
+    [("translation", "greedy", 8), ("summarization", "beam", 24)],
+)
+def test_text_generator_strings_in_strings_out(
+    tmp_path, task, method, source_length
+):
+    from keras_selfattn.export import export_text_generator
+
+    generator = _generator(method, source_length, seed=len(task))
+    texts = ["the movie was great", "", "bad plot ! " * 30]
+    expected = [t.decode() for t in generator(tf.constant(texts)).numpy()]
+    path = export_text_generator(generator, str(tmp_path / task))
+    loaded = tf.saved_model.load(path)
+    python = loaded.signatures["serving_default"](text=tf.constant(texts))
+    assert [t.decode() for t in python["text"].numpy()] == expected
+    response = serve_with_c_api(path, {"instances": texts})
+    assert response["python_modules"] == []
+    assert response["predictions"] == expected
+    columnar = serve_with_c_api(path, {"inputs": {"text": texts[:1]}})
+    assert columnar["outputs"] == expected[:1]

@@ -1,0 +1,558 @@
+"""
+Title: Text classification with a self-attention Transformer, from raw text
+Description: Learn a WordPiece vocabulary, tokenize inside tf.data, train a
+    Transformer classifier on SST-2 or IMDB (or any TSV/JSONL file of that
+    shape) with checkpoints that survive an interruption, then save and export
+    an end-to-end model that takes raw strings.
+Requirements: keras-selfattn[text] (tensorflow, keras, tensorflow-text),
+    matplotlib for the attention plot.
+
+Usage:
+
+    python examples/text_classification.py \\
+        --data-dir ../shared/data/classification/sst2 --output-dir runs/sst2
+
+    python examples/text_classification.py \\
+        --data-dir ../shared/data/classification/imdb --sequence-length 256
+
+With no `--data-dir`, `--dataset sst2` (the default) downloads GLUE SST-2 into
+the Keras cache (GLUE's train set is split 90/10 into train/validation with a
+fixed seed; GLUE's dev set, whose labels are public, is the test set) and
+`--dataset imdb` downloads aclImdb v1 (its train set split 90/10, its test set
+as the test set).
+
+Re-running the same command after an interruption resumes from the last
+finished epoch (`<output-dir>/backup`).
+"""
+
+"""## Setup"""
+
+import argparse
+import importlib
+import json
+import math
+import os
+import random
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Registers the tensorflow-text ops that a reloaded SavedModel needs.
+import tensorflow_text  # noqa: F401
+from tensorflow.core.framework import summary_pb2
+
+import keras_selfattn
+from keras_selfattn.models import build_text_classifier
+from keras_selfattn.plotting import plot_attention
+from keras_selfattn.text import WordPieceTokenizer
+from keras_selfattn.text import find_split
+from keras_selfattn.text import learn_wordpiece_vocabulary
+from keras_selfattn.text import read_columns
+
+GLUE_SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+
+"""## Getting the data
+
+With `--data-dir`, any folder holding `train`, `validation` and `test` files
+(`.tsv`, `.tsv.gz`, `.jsonl` or `.jsonl.gz`) works: name the text and label
+columns. TSV files have one header line and no quoting. Without it, the
+canonical public copy is downloaded once into the Keras cache and laid out in
+that same shape.
+"""
+
+
+def _write_tsv(path, texts, labels):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("text\tlabel\n")
+        for text, label in zip(texts, labels, strict=True):
+            # The format has no quoting: tabs and newlines become spaces.
+            text = " ".join(text.split())
+            f.write(f"{text}\t{label}\n")
+
+
+def _split_90_10(texts, labels, seed=0):
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    cut = int(0.9 * len(order))
+    return tuple(
+        ([texts[i] for i in rows], [labels[i] for i in rows])
+        for rows in (order[:cut], order[cut:])
+    )
+
+
+def _extracted_root(archive, marker):
+    """The folder inside a `get_file(extract=True)` result holding `marker`."""
+    root = archive if os.path.isdir(archive) else os.path.dirname(archive)
+    for dirpath, dirnames, files in os.walk(root):
+        if marker in files or marker in dirnames:
+            return dirpath
+    raise FileNotFoundError(f"{marker!r} not found under {root!r}")
+
+
+def download_sst2():
+    """GLUE SST-2 as train/validation/test TSVs in the Keras cache."""
+    archive = keras.utils.get_file(
+        "SST-2.zip", GLUE_SST2_URL, extract=True, cache_subdir="datasets"
+    )
+    root = _extracted_root(archive, "dev.tsv")
+    out = os.path.join(os.path.dirname(root), "sst2_splits")
+    if not os.path.exists(os.path.join(out, "test.tsv")):
+        os.makedirs(out, exist_ok=True)
+        glue = read_columns(
+            os.path.join(root, "train.tsv"), ["sentence", "label"]
+        )
+        train, validation = _split_90_10(glue["sentence"], glue["label"])
+        _write_tsv(os.path.join(out, "train.tsv"), *train)
+        _write_tsv(os.path.join(out, "validation.tsv"), *validation)
+        dev = read_columns(os.path.join(root, "dev.tsv"), ["sentence", "label"])
+        _write_tsv(os.path.join(out, "test.tsv"), dev["sentence"], dev["label"])
+    return out
+
+
+def download_imdb():
+    """aclImdb v1 as train/validation/test TSVs in the Keras cache."""
+    archive = keras.utils.get_file(
+        "aclImdb_v1.tar.gz", IMDB_URL, extract=True, cache_subdir="datasets"
+    )
+    root = _extracted_root(archive, "imdbEr.txt")
+    out = os.path.join(os.path.dirname(root), "imdb_splits")
+
+    def read(split):
+        texts, labels = [], []
+        for label, polarity in enumerate(("neg", "pos")):
+            folder = os.path.join(root, split, polarity)
+            for name in sorted(os.listdir(folder)):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    texts.append(f.read())
+                labels.append(label)
+        return texts, labels
+
+    if not os.path.exists(os.path.join(out, "test.tsv")):
+        os.makedirs(out, exist_ok=True)
+        train, validation = _split_90_10(*read("train"))
+        _write_tsv(os.path.join(out, "train.tsv"), *train)
+        _write_tsv(os.path.join(out, "validation.tsv"), *validation)
+        _write_tsv(os.path.join(out, "test.tsv"), *read("test"))
+    return out
+
+
+def load_splits(args):
+    """`{split: (texts, label_ids)}` and the label names.
+
+    Labels may be integers (`0`, `1`, ...: used as ids) or any strings
+    (`"neg"`, `"pos"`: sorted and numbered).
+    """
+    if args.data_dir:
+        data_dir = args.data_dir
+    else:
+        data_dir = {"sst2": download_sst2, "imdb": download_imdb}[
+            args.dataset
+        ]()
+    columns = [args.text_column, args.label_column]
+    raw = {}
+    for split in ("train", "validation", "test"):
+        limit = args.max_train_rows if split == "train" else None
+        rows = read_columns(find_split(data_dir, split), columns, limit=limit)
+        raw[split] = (rows[args.text_column], rows[args.label_column])
+    names = sorted({y for _, labels in raw.values() for y in labels})
+    if all(y.strip().lstrip("-").isdigit() for y in names):
+        ids = sorted({int(y) for y in names})
+        if ids[0] < 0:
+            raise ValueError(
+                f"Integer labels must be >= 0; column {args.label_column!r} "
+                f"holds {ids[0]}"
+            )
+        names = [str(i) for i in range(ids[-1] + 1)]
+        to_id = int
+    else:
+        index = {name: i for i, name in enumerate(names)}
+        to_id = index.__getitem__
+    if len(names) < 2:
+        raise ValueError(
+            f"Column {args.label_column!r} holds a single label {names}: "
+            "a classifier needs at least two"
+        )
+    splits = {
+        split: (texts, np.array([to_id(y) for y in labels], dtype="int32"))
+        for split, (texts, labels) in raw.items()
+    }
+    return splits, names
+
+
+"""## Training with a step cap and a time budget
+
+Both callbacks read the optimizer's step counter and the clock after every
+batch, so they stop mid-epoch; the step counter is part of the checkpoint,
+so `--max-steps` counts steps across an interruption too.
+"""
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Stops training once the optimizer has taken `max_steps` steps."""
+
+    def __init__(self, max_steps):
+        super().__init__()
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if steps >= self.max_steps:
+            self.model.stop_training = True
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after `minutes` of wall-clock training time."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = 60.0 * minutes
+        self.stopped = False
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.start >= self.seconds:
+            self.stopped = True
+            self.model.stop_training = True
+
+
+class EpochScalars(keras.callbacks.Callback):
+    """TensorBoard event files of the epoch metrics, without TensorBoard.
+
+    `keras.callbacks.TensorBoard` needs the `tensorboard` package, which
+    TensorFlow no longer installs. This writes the same `epoch_<metric>`
+    scalars to `<log_dir>/train` and `<log_dir>/validation` with TensorFlow's
+    own summary writer, so `tensorboard --logdir` shows the curves.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self.writers = {}
+
+    def _writer(self, name):
+        if name not in self.writers:
+            self.writers[name] = tf.summary.create_file_writer(
+                os.path.join(self.log_dir, name)
+            )
+        return self.writers[name]
+
+    def on_epoch_end(self, epoch, logs=None):
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(
+                plugin_name="scalars"
+            )
+        )
+        for key, value in (logs or {}).items():
+            split = "validation" if key.startswith("val_") else "train"
+            tag = "epoch_" + key.removeprefix("val_")
+            with self._writer(split).as_default():
+                tf.summary.write(
+                    tag,
+                    tf.constant(float(value)),
+                    step=epoch,
+                    metadata=metadata,
+                )
+        for writer in self.writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
+        self.writers = {}
+
+
+def tensorboard_callback(log_dir):
+    """Keras' TensorBoard callback when `tensorboard` is installed."""
+    try:
+        importlib.import_module("tensorboard")
+    except ImportError:
+        return EpochScalars(log_dir)
+    return keras.callbacks.TensorBoard(log_dir)
+
+
+def make_strategy(name):
+    """`default` (one device), `mirrored` (all local devices) or
+    `multiworker` (the cluster in `TF_CONFIG`; give each worker its own
+    `--output-dir`, the chief's holds the results)."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        # Reads the cluster from the TF_CONFIG environment variable.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    data = p.add_argument_group("data")
+    data.add_argument("--data-dir", default=None)
+    data.add_argument("--dataset", choices=("sst2", "imdb"), default="sst2")
+    data.add_argument("--text-column", default="text")
+    data.add_argument("--label-column", default="label")
+    data.add_argument("--max-train-rows", type=int, default=None)
+    data.add_argument("--output-dir", default="runs/text_classification")
+    model = p.add_argument_group("model")
+    model.add_argument("--vocabulary-size", type=int, default=8000)
+    model.add_argument("--sequence-length", type=int, default=64)
+    model.add_argument("--embed-dim", type=int, default=64)
+    model.add_argument("--num-heads", type=int, default=4)
+    model.add_argument("--ff-dim", type=int, default=128)
+    model.add_argument("--num-layers", type=int, default=2)
+    model.add_argument("--dropout", type=float, default=0.1)
+    train = p.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--max-steps", type=int, default=None)
+    train.add_argument("--time-budget-minutes", type=float, default=None)
+    train.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        default=None,
+        help="stop when validation accuracy has not improved for this many "
+        "epochs and keep the best epoch's weights",
+    )
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multiworker"),
+        default="default",
+    )
+    train.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=1,
+        help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv=None, callbacks=()):
+    """Runs the example; `callbacks` are extra Keras callbacks for `fit`."""
+    args = parse_args(argv)
+    # Before any other TensorFlow work: multi-worker set-up must come first.
+    strategy = make_strategy(args.strategy)
+    keras.utils.set_random_seed(args.seed)
+    splits, label_names = load_splits(args)
+    for split, (texts, _) in splits.items():
+        print(f"{split}: {len(texts)} rows")
+    print(f"labels: {label_names}")
+    train_texts, train_labels = splits["train"]
+
+    """## A WordPiece vocabulary and a tokenizer inside the graph
+
+    The vocabulary is learned from the training texts only. The tokenizer is
+    a Keras layer (tensorflow-text's `FastWordpieceTokenizer`); it runs in
+    the `tf.data` pipeline here and inside the end-to-end model later, with
+    the vocabulary stored in its config.
+    """
+    vocabulary = learn_wordpiece_vocabulary(
+        tf.data.Dataset.from_tensor_slices(train_texts),
+        vocabulary_size=args.vocabulary_size,
+    )
+    tokenizer = WordPieceTokenizer(
+        vocabulary, sequence_length=args.sequence_length, name="tokenizer"
+    )
+    print(f"vocabulary: {len(vocabulary)} WordPiece tokens")
+
+    def dataset(texts, labels, shuffle=False):
+        ds = tf.data.Dataset.from_tensor_slices((texts, labels))
+        if shuffle:
+            ds = ds.shuffle(len(texts), seed=args.seed)
+        ds = ds.batch(args.batch_size)
+        ds = ds.map(
+            lambda t, y: (trim_padding(tokenizer(t)), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        options = tf.data.Options()
+        # In-memory data: shard by element, not by file, across workers.
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    """## The classifier
+
+    Token id 0 is padding, so the embedding creates the padding mask, the
+    Transformer blocks honour it and the mean pooling averages real tokens
+    only. Built and compiled under the distribution strategy's scope.
+    """
+    with strategy.scope():
+        classifier = build_text_classifier(
+            vocabulary_size=len(vocabulary),
+            sequence_length=args.sequence_length,
+            num_classes=len(label_names),
+            embed_dim=args.embed_dim,
+            num_heads=args.num_heads,
+            ff_dim=args.ff_dim,
+            num_layers=args.num_layers,
+            dropout=args.dropout,
+        )
+        classifier.compile(
+            optimizer=keras.optimizers.Adam(args.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+
+    """## Training that survives an interruption
+
+    `BackupAndRestore` saves the weights, the optimizer state and the epoch
+    at the end of every epoch; re-running the same command after a crash
+    restores them and continues with the next epoch. `ModelCheckpoint` keeps
+    the latest complete model, TensorBoard the curves.
+    """
+    os.makedirs(args.output_dir, exist_ok=True)
+    time_budget = None
+    fit_callbacks = [
+        keras.callbacks.BackupAndRestore(
+            backup_dir=os.path.join(args.output_dir, "backup")
+        ),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(args.output_dir, "checkpoint.keras")
+        ),
+        tensorboard_callback(os.path.join(args.output_dir, "logs")),
+    ]
+    if args.max_steps is not None:
+        fit_callbacks.append(StopAtStep(args.max_steps))
+    if args.early_stopping_patience is not None:
+        fit_callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy",
+                patience=args.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    if args.time_budget_minutes is not None:
+        time_budget = TimeBudget(args.time_budget_minutes)
+        fit_callbacks.append(time_budget)
+    steps_per_epoch = math.ceil(len(train_texts) / args.batch_size)
+    start = time.time()
+    history = classifier.fit(
+        dataset(*splits["train"], shuffle=True),
+        validation_data=dataset(*splits["validation"]),
+        epochs=args.epochs,
+        callbacks=fit_callbacks + list(callbacks),
+        shuffle=False,  # the dataset is shuffled already, with a seed
+        verbose=args.verbose,
+    )
+    train_seconds = time.time() - start
+    steps = int(keras.ops.convert_to_numpy(classifier.optimizer.iterations))
+    test_loss, test_accuracy = classifier.evaluate(
+        dataset(*splits["test"]), verbose=0
+    )
+    print(f"test accuracy: {test_accuracy:.4f} ({steps} steps)")
+
+    """## An end-to-end model: raw strings in, probabilities out"""
+    text = keras.Input((), dtype="string", name="text")
+    end_to_end = keras.Model(
+        text, classifier(tokenizer(text)), name="end_to_end_classifier"
+    )
+    test_texts, test_labels = splits["test"]
+    samples = list(test_texts[:4]) + [""]
+    probs = keras.ops.convert_to_numpy(end_to_end(tf.constant(samples)))
+    for sample, p in zip(samples, probs, strict=True):
+        guess = label_names[int(np.argmax(p))]
+        print(f"{guess!r} ({p.max():.3f})  {sample[:70]!r}")
+    if not np.all(np.isfinite(probs)):
+        raise RuntimeError("an empty string must not give NaN")
+
+    """## Where does the first block attend?
+
+    The first Transformer block returns its attention weights when asked;
+    one test sentence is plotted, token labels from the vocabulary.
+    """
+    ids = tokenizer(tf.constant(test_texts[:1]))  # (1, T)
+    length = max(1, int(np.count_nonzero(keras.ops.convert_to_numpy(ids))))
+    ids = ids[:, :length]
+    embedded = classifier.get_layer("embedding")(ids)  # (1, T, D)
+    _, scores = classifier.get_layer("transformer_block_0")(
+        embedded, mask=ids != 0, return_attention_scores=True
+    )  # (1, heads, T, T)
+    tokens = [
+        t.decode("utf-8")
+        for t in tokenizer.id_to_token(ids[0]).numpy().tolist()
+    ]
+    attention_png = plot_attention(
+        keras.ops.convert_to_numpy(scores)[0],
+        tokens,
+        tokens,
+        os.path.join(args.output_dir, "attention.png"),
+        title="transformer_block_0",
+    )
+
+    """## Save, reload, export"""
+    model_path = os.path.join(args.output_dir, "text_classifier.keras")
+    end_to_end.save(model_path)
+    reloaded = keras.saving.load_model(model_path)
+    again = keras.ops.convert_to_numpy(reloaded(tf.constant(samples)))
+    np.testing.assert_allclose(again, probs, atol=1e-6)
+    # A TF Serving layout: <output-dir>/serving/<version>/, raw strings in;
+    # `label`, `label_id`, `probabilities` out (and a `token_ids` signature).
+    export_dir = keras_selfattn.export.export_classifier(
+        classifier,
+        tokenizer,
+        os.path.join(args.output_dir, "serving"),
+        label_names=[str(name) for name in label_names],
+    )
+    # Keep the loaded object alive while calling it: its variables live there.
+    exported = tf.saved_model.load(export_dir)
+    answer = exported.signatures["serving_default"](text=tf.constant(samples))
+    served = answer["probabilities"].numpy()
+    if not np.all(np.isfinite(served)):
+        raise RuntimeError("the exported model gave non-finite outputs")
+    np.testing.assert_allclose(served, probs, atol=1e-5)
+    print(f"saved {model_path}, exported {export_dir}")
+
+    metrics = {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "train_seconds": round(train_seconds, 1),
+        "train_loss": [float(v) for v in history.history.get("loss", [])],
+        "val_loss": [float(v) for v in history.history.get("val_loss", [])],
+        "val_accuracy": [
+            float(v) for v in history.history.get("val_accuracy", [])
+        ],
+        "epochs": [int(e) for e in history.epoch],
+        "initial_epoch": int(history.epoch[0]) if history.epoch else None,
+        "steps": steps,
+        "steps_per_epoch": steps_per_epoch,
+        "stopped_by_time_budget": bool(time_budget and time_budget.stopped),
+        "train_rows": len(train_texts),
+        "test_rows": len(test_texts),
+        "label_names": label_names,
+        "vocabulary_size": len(vocabulary),
+        "num_parameters": int(classifier.count_params()),
+        "attention_png": attention_png,
+        "model_path": model_path,
+        "export_dir": export_dir,
+        "sample_probabilities": probs.tolist(),
+        "samples": samples,
+        "config": vars(args),
+    }
+    with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    return metrics
+
+
+def trim_padding(ids):
+    """Drop the columns that are padding in every row of the batch.
+
+    Short sentences padded to `sequence_length` waste attention work; the
+    classifier takes any length up to `sequence_length`.
+    """
+    lengths = tf.reduce_sum(tf.cast(ids != 0, tf.int32), axis=1)
+    return ids[:, : tf.maximum(tf.reduce_max(lengths), 1)]
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,221 @@
+"""`examples/summarization.py` end to end on a tiny synthetic summarization."""
+
+import gzip
+import importlib.util
+import json
+import os
+import random
+import sys
+
+import keras
+import pytest
+import tensorflow as tf
+
+import keras_selfattn  # noqa: F401  (registers the layers for safe_mode)
+
+EXAMPLE = os.path.join(
+    os.path.dirname(__file__),
+    os.pardir,
+    os.pardir,
+    "examples",
+    "summarization.py",
+)
+
+NAMES = ["amy", "bob", "eve"]
+WORDS = ["cat", "dog", "red", "big", "eats", "runs", "fish", "small"]
+
+TINY = [
+    "--batch-size",
+    "16",
+    "--vocabulary-size",
+    "80",
+    "--source-length",
+    "40",
+    "--target-length",
+    "10",
+    "--embed-dim",
+    "32",
+    "--num-heads",
+    "2",
+    "--ff-dim",
+    "48",
+    "--num-encoder-layers",
+    "1",
+    "--num-decoder-layers",
+    "1",
+    "--dropout",
+    "0.0",
+    "--learning-rate",
+    "0.005",
+    "--verbose",
+    "0",
+]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location(
+        "example_summarization", EXAMPLE
+    )
+    module = importlib.util.module_from_spec(spec)
+    # Registered, so AutoGraph can find the module of the example's functions.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_dialogues(folder, rows=(320, 32, 32)):
+    """Chats of 2-4 utterances; the summary is the first one, reported."""
+    rng = random.Random(5)
+    os.makedirs(folder, exist_ok=True)
+    for split, n in zip(("train", "validation", "test"), rows, strict=True):
+        with gzip.open(os.path.join(folder, f"{split}.jsonl.gz"), "wt") as f:
+            for i in range(n):
+                lines = [
+                    f"{rng.choice(NAMES)}: "
+                    + " ".join(rng.choices(WORDS, k=rng.randint(2, 4)))
+                    + "."
+                    for _ in range(rng.randint(2, 4))
+                ]
+                name, said = lines[0].split(": ")
+                record = {
+                    "id": f"{split}-{i}",
+                    "chat": "\n".join(lines),
+                    "gist": f"{name} says {said}",
+                }
+                f.write(json.dumps(record) + "\n")
+    return folder
+
+
+def _run(data, out, *flags, callbacks=()):
+    args = [
+        "--data-dir",
+        data,
+        "--output-dir",
+        out,
+        "--source-column",
+        "chat",
+        "--target-column",
+        "gist",
+        *TINY,
+        *flags,
+    ]
+    return _load().main(args, callbacks=callbacks)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("summarization")
+    data = _write_dialogues(str(root / "data"))
+    out = str(root / "out")
+    keras.utils.set_random_seed(1337)
+    return out, _run(data, out, "--epochs", "10")
+
+
+def test_loss_falls_and_it_summarizes(trained):
+    _, metrics = trained
+    losses = metrics["train_loss"]
+    assert len(losses) == 10 and losses[-1] < 0.3 * losses[0], losses
+    assert metrics["initial_epoch"] == 0
+    assert metrics["steps"] == 10 * metrics["steps_per_epoch"] == 10 * 20
+    assert metrics["rouge2"] > 40.0, metrics["hypotheses"]
+    for key in ("rouge1", "rougeL", "rougeLsum"):
+        assert 0.0 <= metrics[key] <= 100.0
+
+
+def test_outputs_are_strings_that_stop_at_the_end_token(trained):
+    _, metrics = trained
+    assert metrics["ended_fraction"] == 1.0
+    for text in metrics["hypotheses"]:
+        assert isinstance(text, str) and text
+        assert "[END]" not in text and "[PAD]" not in text
+        # Punctuation re-attached: "runs." not "runs ."
+        assert " ." not in text
+    assert isinstance(metrics["sample_outputs"][-1], str)
+
+
+def test_metrics_json_and_files(trained):
+    out, metrics = trained
+    with open(os.path.join(out, "metrics.json")) as f:
+        saved = json.load(f)
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert saved[key] == pytest.approx(metrics[key])
+    assert saved["train_rows"] == 320 and saved["eval_rows"] == 32
+    with open(os.path.join(out, "attention.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(os.path.join(out, "logs"))
+    assert not os.path.exists(os.path.join(out, "backup"))
+
+
+def test_saved_summarizer_reloads_and_generates_the_same(trained):
+    out, metrics = trained
+    summarizer = keras.saving.load_model(
+        os.path.join(out, "summarizer.keras"), safe_mode=True
+    )
+    outputs = summarizer(tf.constant(metrics["samples"])).numpy().tolist()
+    assert [o.decode("utf-8") for o in outputs] == metrics["sample_outputs"]
+
+
+def test_requires_a_data_dir(tmp_path):
+    with pytest.raises(ValueError, match="no stable canonical download"):
+        _load().main(["--output-dir", str(tmp_path)])
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Raises after `batches` training batches, like a killed job."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+        self.seen = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen >= self.batches:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_resumes_after_an_interruption(tmp_path):
+    data = _write_dialogues(str(tmp_path / "data"), rows=(64, 16, 16))
+    out = str(tmp_path / "out")
+    # 4 steps per epoch: interrupted in the middle of the third epoch.
+    with pytest.raises(KeyboardInterrupt):
+        _run(data, out, "--epochs", "3", callbacks=[_Interrupt(10)])
+    assert os.path.isdir(os.path.join(out, "backup"))
+    metrics = _run(data, out, "--epochs", "3")
+    assert metrics["initial_epoch"] == 2
+    assert metrics["epochs"] == [2]
+    # The optimizer's step counter came back with the weights: 2 epochs + 1.
+    assert metrics["steps"] == 3 * 4
+
+
+@pytest.mark.shared_data
+def test_on_a_slice_of_samsum(shared_data, tmp_path):
+    metrics = _load().main(
+        [
+            "--data-dir",
+            os.path.join(shared_data, "summarization", "samsum"),
+            "--output-dir",
+            str(tmp_path),
+            *TINY,
+            "--vocabulary-size",
+            "300",
+            "--source-length",
+            "64",
+            "--target-length",
+            "16",
+            "--max-train-rows",
+            "200",
+            "--max-validation-rows",
+            "32",
+            "--max-eval-rows",
+            "16",
+            "--max-steps",
+            "6",
+            "--epochs",
+            "1",
+        ]
+    )
+    assert metrics["steps"] == 6
+    assert metrics["eval_rows"] == 16
+    assert 0.0 <= metrics["rouge2"] <= metrics["rouge1"] <= 100.0
+    assert all(isinstance(h, str) for h in metrics["hypotheses"])

@@ -1,0 +1,319 @@
+"""`examples/text_classification.py` end to end on tiny synthetic data."""
+
+import glob
+import gzip
+import importlib.util
+import json
+import os
+import random
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.util import event_pb2
+
+import keras_selfattn  # noqa: F401  (registers the layers for safe_mode)
+from keras_selfattn.export import serve_with_c_api
+
+EXAMPLE = os.path.join(
+    os.path.dirname(__file__),
+    os.pardir,
+    os.pardir,
+    "examples",
+    "text_classification.py",
+)
+
+# Tiny sizes, every one different, so each run takes a few seconds.
+TINY = [
+    "--batch-size",
+    "16",
+    "--vocabulary-size",
+    "60",
+    "--sequence-length",
+    "12",
+    "--embed-dim",
+    "16",
+    "--num-heads",
+    "2",
+    "--ff-dim",
+    "24",
+    "--num-layers",
+    "1",
+    "--verbose",
+    "0",
+]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location(
+        "example_text_classification", EXAMPLE
+    )
+    module = importlib.util.module_from_spec(spec)
+    # Registered, so AutoGraph can find the module of the example's functions.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_reviews(folder, rows=(192, 48, 40), labels=("0", "1"), jsonl=False):
+    """A learnable toy sentiment set: one polar word among filler words."""
+    rng = random.Random(3)
+    polar = (
+        ["dull", "awful", "boring", "tedious", "weak"],
+        ["great", "wonderful", "moving", "funny", "superb"],
+    )
+    filler = ["the", "movie", "is", "a", "story", "with", "cast", "quite"]
+    os.makedirs(folder, exist_ok=True)
+    for split, n in zip(("train", "validation", "test"), rows, strict=True):
+        lines = []
+        for _ in range(n):
+            y = rng.randint(0, 1)
+            words = rng.choices(filler, k=rng.randint(1, 8))
+            words.insert(rng.randint(0, len(words)), rng.choice(polar[y]))
+            lines.append((" ".join(words), labels[y]))
+        if jsonl:
+            with open(os.path.join(folder, f"{split}.jsonl"), "w") as f:
+                for text, y in lines:
+                    f.write(json.dumps({"review": text, "sentiment": y}) + "\n")
+        else:
+            with gzip.open(os.path.join(folder, f"{split}.tsv.gz"), "wt") as f:
+                f.write("text\tlabel\n")
+                f.writelines(f"{text}\t{y}\n" for text, y in lines)
+    return folder
+
+
+def _run(data, out, *flags, callbacks=()):
+    args = ["--data-dir", data, "--output-dir", out, *TINY, *flags]
+    return _load().main(args, callbacks=callbacks)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One full run whose outputs several tests inspect."""
+    root = tmp_path_factory.mktemp("trained")
+    data = _write_reviews(str(root / "data"))
+    out = str(root / "out")
+    keras.utils.set_random_seed(1337)
+    return out, _run(data, out, "--epochs", "6")
+
+
+def test_loss_falls_and_it_learns(trained):
+    _, metrics = trained
+    assert len(metrics["train_loss"]) == 6
+    assert metrics["train_loss"][-1] < 0.5 * metrics["train_loss"][0]
+    assert metrics["test_accuracy"] > 0.9, metrics
+    assert metrics["epochs"] == list(range(6))
+    assert metrics["initial_epoch"] == 0
+    assert metrics["steps"] == 6 * metrics["steps_per_epoch"] == 6 * 12
+
+
+def test_metrics_json_and_outputs(trained):
+    out, metrics = trained
+    with open(os.path.join(out, "metrics.json")) as f:
+        saved = json.load(f)
+    assert saved["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert saved["train_rows"] == 192 and saved["test_rows"] == 40
+    assert saved["label_names"] == ["0", "1"]
+    assert saved["config"]["embed_dim"] == 16
+    assert saved["train_seconds"] > 0
+    assert saved["vocabulary_size"] <= 60
+    probs = np.array(saved["sample_probabilities"])
+    # Four test sentences and the empty string.
+    assert probs.shape == (5, 2) and saved["samples"][-1] == ""
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    for name in ("text_classifier.keras", "checkpoint.keras", "attention.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    with open(os.path.join(out, "attention.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # Training finished, so the interruption backup was cleaned up.
+    assert not os.path.exists(os.path.join(out, "backup"))
+
+
+def _scalars(folder):
+    values = {}
+    files = sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*")))
+    for record in tf.data.TFRecordDataset(files):
+        event = event_pb2.Event.FromString(record.numpy())
+        for value in event.summary.value:
+            values.setdefault(value.tag, []).append(
+                float(tf.make_ndarray(value.tensor))
+            )
+    return values
+
+
+def test_tensorboard_logs(trained):
+    out, metrics = trained
+    train = _scalars(os.path.join(out, "logs", "train"))
+    validation = _scalars(os.path.join(out, "logs", "validation"))
+    np.testing.assert_allclose(
+        train["epoch_loss"], metrics["train_loss"], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        validation["epoch_loss"], metrics["val_loss"], rtol=1e-5
+    )
+
+
+def test_saved_model_reloads_with_same_predictions(trained):
+    out, metrics = trained
+    model = keras.saving.load_model(
+        os.path.join(out, "text_classifier.keras"), safe_mode=True
+    )
+    probs = keras.ops.convert_to_numpy(model(tf.constant(metrics["samples"])))
+    np.testing.assert_allclose(
+        probs, metrics["sample_probabilities"], atol=1e-6
+    )
+    # It learned the toy task: the polar word decides.
+    probs = keras.ops.convert_to_numpy(
+        model(tf.constant(["the movie is superb", "the movie is awful"]))
+    )
+    assert probs[0, 1] > 0.5 > probs[1, 1], probs
+
+
+def test_exported_model_takes_raw_strings(trained):
+    out, metrics = trained
+    path = os.path.join(out, "serving", "1")
+    assert metrics["export_dir"] == path
+    exported = tf.saved_model.load(path)
+    serve = exported.signatures["serving_default"]
+    texts = ["", "great", "a dull movie with a weak cast " * 20]
+    probs = serve(text=tf.constant(texts))["probabilities"].numpy()
+    assert probs.shape == (3, 2) and probs.dtype == np.float32
+    assert np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    served = serve(text=tf.constant(metrics["samples"]))["probabilities"]
+    np.testing.assert_allclose(
+        served.numpy(), metrics["sample_probabilities"], atol=1e-5
+    )
+    # The way TF Serving loads it: the C API, no Python TensorFlow.
+    response = serve_with_c_api(path, {"instances": texts})
+    assert response["python_modules"] == []
+    rows = response["predictions"]
+    np.testing.assert_allclose(
+        [r["probabilities"] for r in rows], probs, atol=1e-5
+    )
+    assert all(r["label"] in metrics["label_names"] for r in rows)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Raises after `batch` batches of epoch `epoch`, like a killed job."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise Interrupt(f"interrupted in epoch {self.epoch}")
+
+
+def test_resumes_after_interruption(tmp_path):
+    data = _write_reviews(str(tmp_path / "data"))
+    out = str(tmp_path / "out")
+    with pytest.raises(Interrupt, match="epoch 2"):
+        _run(data, out, "--epochs", "4", callbacks=[InterruptAt(2, 3)])
+    # Two finished epochs were backed up, and the last model checkpointed.
+    assert os.listdir(os.path.join(out, "backup"))
+    checkpoint = keras.saving.load_model(os.path.join(out, "checkpoint.keras"))
+    assert int(checkpoint.optimizer.iterations.numpy()) == 2 * 12
+    metrics = _run(data, out, "--epochs", "4")
+    # The re-run went on with epoch 2, from the restored weights and
+    # optimizer state: no finished step is lost or repeated.
+    assert metrics["initial_epoch"] == 2
+    assert metrics["epochs"] == [2, 3]
+    assert metrics["steps"] == 4 * 12
+    # A fresh model starts near ln 2 = 0.69; the restored one is past that.
+    assert metrics["train_loss"][0] < 0.6, metrics["train_loss"]
+    assert not os.path.exists(os.path.join(out, "backup"))
+
+
+def test_string_labels_from_jsonl(tmp_path):
+    data = _write_reviews(
+        str(tmp_path / "data"), labels=("negative", "positive"), jsonl=True
+    )
+    metrics = _run(
+        data,
+        str(tmp_path / "out"),
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--epochs",
+        "3",
+        "--max-steps",
+        "5",
+    )
+    assert metrics["label_names"] == ["negative", "positive"]
+    assert metrics["steps"] == 5 and metrics["epochs"] == [0]
+    assert np.array(metrics["sample_probabilities"]).shape == (5, 2)
+
+
+def test_time_budget_stops_training(tmp_path):
+    data = _write_reviews(str(tmp_path / "data"))
+    metrics = _run(
+        data,
+        str(tmp_path / "out"),
+        "--epochs",
+        "5",
+        "--time-budget-minutes",
+        "0",
+    )
+    assert metrics["stopped_by_time_budget"] is True
+    assert metrics["steps"] == 1
+
+
+def test_bad_column_names_the_columns(tmp_path):
+    data = _write_reviews(str(tmp_path / "data"))
+    with pytest.raises(ValueError, match=r"\['sentence'\] not found"):
+        _run(data, str(tmp_path / "out"), "--text-column", "sentence")
+
+
+def test_single_label_is_an_error(tmp_path):
+    data = _write_reviews(str(tmp_path / "data"), labels=("pos", "pos"))
+    with pytest.raises(ValueError, match="single label"):
+        _run(data, str(tmp_path / "out"))
+
+
+@pytest.mark.shared_data
+def test_on_sst2_slice(shared_data, tmp_path):
+    metrics = _load().main(
+        [
+            "--data-dir",
+            os.path.join(shared_data, "classification", "sst2"),
+            "--output-dir",
+            str(tmp_path),
+            "--max-train-rows",
+            "400",
+            "--max-steps",
+            "6",
+            "--batch-size",
+            "32",
+            "--vocabulary-size",
+            "500",
+            "--sequence-length",
+            "24",
+            "--embed-dim",
+            "16",
+            "--num-heads",
+            "2",
+            "--ff-dim",
+            "24",
+            "--num-layers",
+            "1",
+            "--verbose",
+            "0",
+        ]
+    )
+    assert metrics["train_rows"] == 400 and metrics["test_rows"] == 872
+    assert metrics["steps"] == 6
+    assert metrics["label_names"] == ["0", "1"]
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert np.isfinite(metrics["train_loss"]).all()

@@ -1,0 +1,225 @@
+"""`examples/translation.py` end to end on a tiny synthetic translation."""
+
+import gzip
+import importlib.util
+import json
+import os
+import random
+import sys
+
+import keras
+import pytest
+import tensorflow as tf
+
+import keras_selfattn  # noqa: F401  (registers the layers for safe_mode)
+
+EXAMPLE = os.path.join(
+    os.path.dirname(__file__),
+    os.pardir,
+    os.pardir,
+    "examples",
+    "translation.py",
+)
+
+# Word-for-word "English" -> "Spanish": a task a tiny model learns quickly.
+DICTIONARY = {
+    "cat": "Gato",
+    "dog": "Perro",
+    "red": "rojo",
+    "big": "grande",
+    "eats": "come",
+    "runs": "corre",
+    "the": "el",
+    "small": "chico",
+}
+
+TINY = [
+    "--batch-size",
+    "16",
+    "--vocabulary-size",
+    "80",
+    "--source-length",
+    "9",
+    "--target-length",
+    "8",
+    "--embed-dim",
+    "32",
+    "--num-heads",
+    "2",
+    "--ff-dim",
+    "48",
+    "--num-encoder-layers",
+    "1",
+    "--num-decoder-layers",
+    "1",
+    "--dropout",
+    "0.0",
+    "--learning-rate",
+    "0.005",
+    "--verbose",
+    "0",
+]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location(
+        "example_translation", EXAMPLE
+    )
+    module = importlib.util.module_from_spec(spec)
+    # Registered, so AutoGraph can find the module of the example's functions.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_pairs(folder, rows=(320, 32, 32)):
+    """Random 2-5 word sentences and their word-by-word translation."""
+    rng = random.Random(5)
+    words = sorted(DICTIONARY)
+    os.makedirs(folder, exist_ok=True)
+    for split, n in zip(("train", "validation", "test"), rows, strict=True):
+        with gzip.open(os.path.join(folder, f"{split}.tsv.gz"), "wt") as f:
+            f.write("english\tspanish\n")
+            for _ in range(n):
+                sentence = rng.choices(words, k=rng.randint(2, 5))
+                target = " ".join(DICTIONARY[w] for w in sentence)
+                f.write(" ".join(sentence) + f"\t{target}\n")
+    return folder
+
+
+def _run(data, out, *flags, callbacks=()):
+    args = [
+        "--data-dir",
+        data,
+        "--output-dir",
+        out,
+        "--source-column",
+        "english",
+        "--target-column",
+        "spanish",
+        *TINY,
+        *flags,
+    ]
+    return _load().main(args, callbacks=callbacks)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("translation")
+    data = _write_pairs(str(root / "data"))
+    out = str(root / "out")
+    keras.utils.set_random_seed(1337)
+    return out, _run(data, out, "--epochs", "10")
+
+
+def test_loss_falls_and_it_translates(trained):
+    _, metrics = trained
+    losses = metrics["train_loss"]
+    assert len(losses) == 10 and losses[-1] < 0.3 * losses[0], losses
+    assert metrics["initial_epoch"] == 0
+    assert metrics["steps"] == 10 * metrics["steps_per_epoch"] == 10 * 20
+    # A word-for-word dictionary: the model must get most of it right.
+    assert metrics["bleu"] > 50.0, metrics["hypotheses"]
+
+
+def test_outputs_are_cased_strings_that_stop_at_the_end_token(trained):
+    _, metrics = trained
+    # Every test sentence ended with [END] before the length limit.
+    assert metrics["ended_fraction"] == 1.0
+    for text in metrics["hypotheses"]:
+        assert isinstance(text, str) and text
+        assert "[END]" not in text and "[PAD]" not in text
+        assert len(text.split()) <= 5
+    # The target keeps its case (the references are cased).
+    joined = " ".join(metrics["hypotheses"])
+    assert "Gato" in joined or "Perro" in joined
+    assert "gato" not in joined and "perro" not in joined
+    assert isinstance(metrics["sample_outputs"][-1], str)
+
+
+def test_metrics_json_and_files(trained):
+    out, metrics = trained
+    with open(os.path.join(out, "metrics.json")) as f:
+        saved = json.load(f)
+    assert saved["bleu"] == pytest.approx(metrics["bleu"])
+    assert "13a" in saved["bleu_signature"]
+    assert saved["train_rows"] == 320 and saved["eval_rows"] == 32
+    with open(os.path.join(out, "attention.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(os.path.join(out, "logs"))
+    # Training finished, so the interruption backup was cleaned up.
+    assert not os.path.exists(os.path.join(out, "backup"))
+
+
+def test_saved_translator_reloads_and_generates_the_same(trained):
+    out, metrics = trained
+    translator = keras.saving.load_model(
+        os.path.join(out, "translator.keras"), safe_mode=True
+    )
+    outputs = translator(tf.constant(metrics["samples"])).numpy().tolist()
+    assert [o.decode("utf-8") for o in outputs] == metrics["sample_outputs"]
+    served = tf.function(
+        translator, input_signature=[tf.TensorSpec((None,), tf.string)]
+    )
+    assert served(tf.constant(["the big cat"])).shape == (1,)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Raises after `batches` training batches, like a killed job."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+        self.seen = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen >= self.batches:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_resumes_after_an_interruption(tmp_path):
+    data = _write_pairs(str(tmp_path / "data"), rows=(64, 16, 16))
+    out = str(tmp_path / "out")
+    # 4 steps per epoch: interrupted in the middle of the third epoch.
+    with pytest.raises(KeyboardInterrupt):
+        _run(data, out, "--epochs", "3", callbacks=[_Interrupt(10)])
+    assert os.path.isdir(os.path.join(out, "backup"))
+    metrics = _run(data, out, "--epochs", "3")
+    assert metrics["initial_epoch"] == 2
+    assert metrics["epochs"] == [2]
+    # The optimizer's step counter came back with the weights: 2 epochs + 1.
+    assert metrics["steps"] == 3 * 4
+
+
+@pytest.mark.shared_data
+def test_on_a_slice_of_spa_eng(shared_data, tmp_path):
+    metrics = _load().main(
+        [
+            "--data-dir",
+            os.path.join(shared_data, "translation", "spa_eng"),
+            "--output-dir",
+            str(tmp_path),
+            *TINY,
+            "--vocabulary-size",
+            "300",
+            "--source-length",
+            "16",
+            "--target-length",
+            "16",
+            "--max-train-rows",
+            "400",
+            "--max-validation-rows",
+            "64",
+            "--max-eval-rows",
+            "32",
+            "--max-steps",
+            "10",
+            "--epochs",
+            "1",
+        ]
+    )
+    assert metrics["steps"] == 10
+    assert metrics["eval_rows"] == 32
+    assert 0.0 <= metrics["bleu"] <= 100.0
+    assert all(isinstance(h, str) for h in metrics["hypotheses"])
