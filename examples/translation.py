@@ -49,6 +49,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401
 from tensorflow.core.framework import summary_pb2
 
+import keras_selfattn
 from keras_selfattn.metrics import bleu
 from keras_selfattn.models import Seq2SeqTransformer
 from keras_selfattn.models.text_generator import TextGenerator
@@ -520,7 +521,16 @@ def main(argv=None, callbacks=()):
     again = reloaded(tf.constant(samples)).numpy().tolist()
     if again != outputs:
         raise RuntimeError(f"reloaded model differs: {again} != {outputs}")
-    print(f"saved {model_path}")
+    # TF Serving layout, <output-dir>/serving/<version>/: `text` in, `text`
+    # out, decoding inside the graph.
+    export_dir = keras_selfattn.export.export_text_generator(
+        translator, os.path.join(args.output_dir, "serving")
+    )
+    exported = tf.saved_model.load(export_dir)
+    answer = exported.signatures["serving_default"](text=tf.constant(samples))
+    if answer["text"].numpy().tolist() != outputs:
+        raise RuntimeError("the exported model answers differently")
+    print(f"saved {model_path}, exported {export_dir}")
 
     metrics = {
         "bleu": score["bleu"],
@@ -543,6 +553,7 @@ def main(argv=None, callbacks=()):
         "num_parameters": int(seq2seq.count_params()),
         "decoding": args.decoding,
         "samples": samples,
+        "export_dir": export_dir,
         "sample_outputs": [o.decode("utf-8") for o in outputs],
         "hypotheses": hypotheses[:20],
         "attention_png": attention_png,

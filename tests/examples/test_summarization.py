@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_selfattn  # noqa: F401  (registers the layers for safe_mode)
+from keras_selfattn.export import serve_with_c_api
 
 EXAMPLE = os.path.join(
     os.path.dirname(__file__),
@@ -219,3 +220,14 @@ def test_on_a_slice_of_samsum(shared_data, tmp_path):
     assert metrics["eval_rows"] == 16
     assert 0.0 <= metrics["rouge2"] <= metrics["rouge1"] <= 100.0
     assert all(isinstance(h, str) for h in metrics["hypotheses"])
+
+
+def test_serving_export_answers_through_the_c_api(trained):
+    out, metrics = trained
+    path = os.path.join(out, "serving", "1")
+    assert metrics["export_dir"] == path
+    texts = list(metrics["samples"])
+    response = serve_with_c_api(path, {"instances": texts})
+    assert response["python_modules"] == []
+    expected = metrics["sample_outputs"]
+    assert response["predictions"] == expected
