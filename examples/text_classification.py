@@ -321,6 +321,14 @@ def parse_args(argv):
     )
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="cosine: linear warm-up over --warmup-steps, then cosine decay "
+        "to zero at the end of the last epoch",
+    )
+    train.add_argument("--warmup-steps", type=int, default=0)
     train.add_argument("--seed", type=int, default=42)
     train.add_argument(
         "--strategy",
@@ -398,8 +406,19 @@ def main(argv=None, callbacks=()):
             num_layers=args.num_layers,
             dropout=args.dropout,
         )
+        learning_rate = args.learning_rate
+        if args.lr_schedule == "cosine":
+            total_steps = args.epochs * math.ceil(
+                len(train_texts) / args.batch_size
+            )
+            learning_rate = keras.optimizers.schedules.CosineDecay(
+                0.0 if args.warmup_steps else args.learning_rate,
+                decay_steps=max(total_steps - args.warmup_steps, 1),
+                warmup_target=args.learning_rate if args.warmup_steps else None,
+                warmup_steps=args.warmup_steps,
+            )
         classifier.compile(
-            optimizer=keras.optimizers.Adam(args.learning_rate),
+            optimizer=keras.optimizers.Adam(learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )

@@ -308,7 +308,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             "encoder_mask": encoder_mask,
         }
 
-    def decode_step(self, inputs, index, cache):
+    def decode_step(self, inputs, index, cache, return_attention_scores=False):
         """One incremental decoding step with the key/value cache.
 
         Computes exactly what `call` computes at position `index` (in
@@ -322,9 +322,15 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
                 `max_length` (checked when it is known eagerly).
             cache: the dict from `init_cache` (or the previous step); it
                 holds the encoder padding mask.
+            return_attention_scores: bool, whether to also return this
+                position's cross-attention probabilities. Defaults to
+                `False`.
 
         Returns:
-            `(outputs (batch_size, 1, hidden_dim), new_cache)`.
+            `(outputs (batch_size, 1, hidden_dim), new_cache)`, and with
+            `return_attention_scores=True` a third item, the
+            cross-attention probabilities `(batch_size, num_heads, 1,
+            source_len)`.
         """
         capacity = cache["self_key"].shape[2]
         if isinstance(index, int) or hasattr(index, "numpy"):
@@ -359,7 +365,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         x = self._sublayer_input(x, self._cross_attention_norm)
         cross = self._cross_attention
         query = cross._project_query(x)  # (B, N, 1, H)
-        y, _ = cross._attend_projected(
+        y, cross_scores = cross._attend_projected(
             query,
             cache["cross_key"],
             cache["cross_value"],
@@ -375,6 +381,8 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         )
         outputs = self._feedforward(x, False)
         new_cache = dict(cache, self_key=self_key, self_value=self_value)
+        if return_attention_scores:
+            return outputs, new_cache, cross_scores
         return outputs, new_cache
 
     def compute_output_shape(self, inputs_shape, encoder_outputs_shape=None):

@@ -46,6 +46,15 @@ class Seq2SeqTransformer(keras.Model):
             `False`.
         norm_first: bool, pre-norm blocks (with a final layer norm on both
             stacks). Defaults to `False`.
+        copy_attention: bool, a pointer-generator output (See et al.): a
+            learned gate mixes the vocabulary distribution with a copy
+            distribution, the last decoder block's cross-attention
+            (averaged over heads) scattered onto the source ids, so the
+            model can copy source tokens (names, numbers) it has rarely seen
+            as targets. The source ids must index the target vocabulary (a
+            shared vocabulary: equal sizes). The outputs are then
+            log-probabilities, which are valid logits for every
+            `from_logits=True` loss and for decoding. Defaults to `False`.
         **kwargs: base `keras.Model` arguments (`name`, ...).
 
     Call arguments:
@@ -54,7 +63,8 @@ class Seq2SeqTransformer(keras.Model):
         training: bool.
 
     Returns:
-        float32 logits `(batch_size, target_len, target_vocabulary_size)`.
+        float32 logits `(batch_size, target_len, target_vocabulary_size)`
+        (log-probabilities with `copy_attention=True`).
 
     Example:
 
@@ -89,6 +99,7 @@ class Seq2SeqTransformer(keras.Model):
         dropout=0.1,
         share_embeddings=False,
         norm_first=False,
+        copy_attention=False,
         **kwargs,
     ):
         positive = _validation.positive_int
@@ -110,6 +121,17 @@ class Seq2SeqTransformer(keras.Model):
             "share_embeddings", share_embeddings
         )
         norm_first = _validation.boolean("norm_first", norm_first)
+        copy_attention = _validation.boolean("copy_attention", copy_attention)
+        if copy_attention and source_vocabulary_size != (
+            target_vocabulary_size
+        ):
+            raise _validation.invalid(
+                "copy_attention",
+                "False when the source and target vocabulary sizes differ "
+                f"({source_vocabulary_size} != {target_vocabulary_size}); "
+                "copying needs one shared vocabulary",
+                copy_attention,
+            )
         if share_embeddings and source_vocabulary_size != (
             target_vocabulary_size
         ):
@@ -132,6 +154,7 @@ class Seq2SeqTransformer(keras.Model):
         self.dropout = dropout
         self.share_embeddings = share_embeddings
         self.norm_first = norm_first
+        self.copy_attention = copy_attention
 
         longest = max(source_length, target_length)
         self.encoder_embedding = TokenAndPositionEmbedding(
@@ -179,6 +202,11 @@ class Seq2SeqTransformer(keras.Model):
         self.output_projection = keras.layers.Dense(
             target_vocabulary_size, dtype="float32", name="logits"
         )
+        if copy_attention:
+            # p(generate) per position, from the final decoder state.
+            self.copy_gate = keras.layers.Dense(
+                1, dtype="float32", name="copy_gate"
+            )
 
     def build(self, input_shape=None):
         # Every size is known from the arguments: build all sub-layers now,
@@ -198,6 +226,8 @@ class Seq2SeqTransformer(keras.Model):
             self.encoder_norm.build(hidden)
             self.decoder_norm.build(hidden)
         self.output_projection.build(hidden)
+        if self.copy_attention:
+            self.copy_gate.build(hidden)
         self.built = True
 
     def call(self, inputs, training=None):
@@ -208,6 +238,7 @@ class Seq2SeqTransformer(keras.Model):
             encoded,
             encoder_mask=ops.not_equal(encoder_ids, 0),
             training=training,
+            encoder_ids=encoder_ids,
         )
 
     def encode(self, encoder_ids, training=None):
@@ -221,44 +252,114 @@ class Seq2SeqTransformer(keras.Model):
             x = self.encoder_norm(x)
         return x
 
-    def decode(self, decoder_ids, encoder_outputs, encoder_mask, training=None):
+    def decode(
+        self,
+        decoder_ids,
+        encoder_outputs,
+        encoder_mask,
+        training=None,
+        encoder_ids=None,
+    ):
         """Teacher-forced decoding: target ids `(B, T)` to logits
-        `(B, T, target_vocabulary_size)`."""
+        `(B, T, target_vocabulary_size)`. `encoder_ids` (the source ids) are
+        required with `copy_attention`."""
+        if self.copy_attention and encoder_ids is None:
+            raise ValueError(
+                "Received an invalid value for argument `encoder_ids`, "
+                "expected the source ids `(batch_size, source_len)` when "
+                "copy_attention=True. Received: encoder_ids=None"
+            )
         mask = ops.not_equal(decoder_ids, 0)
         x = self.decoder_embedding(decoder_ids)
         x = self.decoder_dropout(x, training=training)
-        for block in self.decoder_blocks:
+        last = len(self.decoder_blocks) - 1
+        cross_scores = None
+        for i, block in enumerate(self.decoder_blocks):
+            want_scores = self.copy_attention and i == last
             x = block(
                 x,
                 encoder_outputs,
                 mask=mask,
                 encoder_mask=encoder_mask,
                 training=training,
+                return_attention_scores=want_scores,
             )
+            if want_scores:
+                x, _, cross_scores = x
         if self.norm_first:
             x = self.decoder_norm(x)
-        return self.output_projection(x)
+        logits = self.output_projection(x)
+        if not self.copy_attention:
+            return logits
+        return self._copy_log_probs(x, logits, cross_scores, encoder_ids)
+
+    def _copy_log_probs(self, hidden, logits, cross_scores, encoder_ids):
+        """Pointer-generator mixing: `log(g * softmax(logits) + (1 - g) *
+        copy)`, with `copy` the head-averaged cross-attention `(B, T, S)`
+        summed onto the source ids."""
+        gate = ops.sigmoid(self.copy_gate(hidden))  # (B, T, 1) float32
+        vocab_probs = ops.softmax(logits, axis=-1)  # (B, T, V)
+        attention = ops.mean(ops.cast(cross_scores, "float32"), axis=1)
+        shape = ops.shape(attention)  # (B, T, S)
+        batch, length = shape[0], shape[1]
+        ids = ops.cast(encoder_ids, "int32")
+        rows = ops.broadcast_to(
+            ops.arange(batch, dtype="int32")[:, None, None], shape
+        )
+        steps = ops.broadcast_to(
+            ops.arange(length, dtype="int32")[None, :, None], shape
+        )
+        tokens = ops.broadcast_to(ids[:, None, :], shape)
+        indices = ops.stack([rows, steps, tokens], axis=-1)  # (B, T, S, 3)
+        # Scatter adds repeated ids (the same source token seen twice).
+        copy_probs = ops.scatter(
+            ops.reshape(indices, (-1, 3)),
+            ops.reshape(attention, (-1,)),
+            (batch, length, self.target_vocabulary_size),
+        )
+        # Where no source token is attended (a padded target position), the
+        # copy mass goes back to the vocabulary: rows always sum to one.
+        uncopied = 1.0 - ops.sum(attention, axis=-1, keepdims=True)
+        mixed = (gate + (1.0 - gate) * uncopied) * vocab_probs + (
+            1.0 - gate
+        ) * copy_probs
+        return ops.log(ops.maximum(mixed, 1e-12))
 
     def _decoder_state(self, encoder_ids, max_length):
-        """The initial decoding state: one cache per decoder block."""
+        """The initial decoding state: one cache per decoder block (and the
+        source ids, for copying)."""
         encoded = self.encode(encoder_ids, training=False)
         encoder_mask = ops.not_equal(encoder_ids, 0)
-        return [
+        caches = [
             block.init_cache(encoded, max_length, encoder_mask=encoder_mask)
             for block in self.decoder_blocks
         ]
+        return {"caches": caches, "encoder_ids": encoder_ids}
 
     def _step(self, tokens, index, state):
         """One cached decoding step (see `generation`)."""
         x = self.decoder_embedding(tokens, start_index=index)  # (B, 1, D)
         caches = []
-        for block, cache in zip(self.decoder_blocks, state, strict=True):
-            x, cache = block.decode_step(x, index, cache)
+        last = len(self.decoder_blocks) - 1
+        cross_scores = None
+        for i, (block, cache) in enumerate(
+            zip(self.decoder_blocks, state["caches"], strict=True)
+        ):
+            if self.copy_attention and i == last:
+                x, cache, cross_scores = block.decode_step(
+                    x, index, cache, return_attention_scores=True
+                )
+            else:
+                x, cache = block.decode_step(x, index, cache)
             caches.append(cache)
         if self.norm_first:
             x = self.decoder_norm(x)
-        logits = self.output_projection(x)[:, 0, :]  # (B, V)
-        return logits, caches
+        logits = self.output_projection(x)  # (B, 1, V)
+        if self.copy_attention:
+            logits = self._copy_log_probs(
+                x, logits, cross_scores, state["encoder_ids"]
+            )
+        return logits[:, 0, :], dict(state, caches=caches)
 
     def generate(
         self,
@@ -326,7 +427,13 @@ class Seq2SeqTransformer(keras.Model):
 
         def step_fn(tokens, index, state):
             prefix = ops.slice_update(state, (0, index), tokens)
-            logits = self.decode(prefix, encoded, encoder_mask, training=False)
+            logits = self.decode(
+                prefix,
+                encoded,
+                encoder_mask,
+                training=False,
+                encoder_ids=encoder_ids,
+            )
             step_logits = ops.take(logits, index, axis=1)  # (B, V)
             return step_logits, prefix
 
@@ -349,6 +456,7 @@ class Seq2SeqTransformer(keras.Model):
             "dropout": self.dropout,
             "share_embeddings": self.share_embeddings,
             "norm_first": self.norm_first,
+            "copy_attention": self.copy_attention,
         }
 
 
