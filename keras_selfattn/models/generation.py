@@ -21,16 +21,85 @@ from keras_selfattn.layers import _validation
 _NEG_INF = -1e9
 
 
-def _check_common(max_length, start_id, end_id, pad_id):
+def _check_common(max_length, start_id, end_id, pad_id, no_repeat_ngram_size):
     max_length = _validation.positive_int("max_length", max_length)
     start_id = _validation.non_negative_int("start_id", start_id)
     end_id = _validation.non_negative_int("end_id", end_id)
     pad_id = _validation.non_negative_int("pad_id", pad_id)
-    return max_length, start_id, end_id, pad_id
+    no_repeat_ngram_size = _validation.non_negative_int(
+        "no_repeat_ngram_size", no_repeat_ngram_size
+    )
+    return max_length, start_id, end_id, pad_id, no_repeat_ngram_size
+
+
+def repeated_ngram_mask(tokens, index, ngram_size, vocab_size):
+    """Which next tokens would repeat an n-gram already in the prefix.
+
+    Args:
+        tokens: int `(rows, length)`, the sequences so far; positions
+            `0..index` are filled (position 0 may be the start token).
+        index: scalar int, the position of the last filled token; the next
+            token goes to `index + 1`.
+        ngram_size: int >= 1, the n-gram size `n`.
+        vocab_size: int, the vocabulary size.
+
+    Returns:
+        bool `(rows, vocab_size)`: `True` for a token `t` when the last
+        `n - 1` tokens followed by `t` already occur in `tokens[:, :index+1]`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> from keras_selfattn.models.generation import repeated_ngram_mask
+    >>> tokens = np.array([[1, 5, 6, 7, 5, 6]])  # "5 6" was followed by 7
+    >>> banned = repeated_ngram_mask(tokens, 5, ngram_size=3, vocab_size=9)
+    >>> np.flatnonzero(ops.convert_to_numpy(banned)[0]).tolist()
+    [7]
+    """
+    n = ngram_size
+    rows, length = ops.shape(tokens)[0], tokens.shape[1]
+    windows = length - n + 1  # candidate n-gram starts j
+    if windows <= 0:
+        return ops.zeros((rows, vocab_size), dtype="bool")
+    index = ops.convert_to_tensor(index, "int32")
+    # The context: the last n - 1 tokens, tokens[index - n + 2 .. index].
+    context_start = ops.maximum(index - n + 2, 0)
+    match = ops.ones((rows, windows), dtype="bool")
+    for m in range(n - 1):
+        context = ops.take(tokens, context_start + m, axis=1)  # (rows,)
+        match = ops.logical_and(
+            match, ops.equal(tokens[:, m : m + windows], context[:, None])
+        )
+    # The n-gram starting at j is complete within the prefix.
+    starts = ops.arange(windows, dtype="int32")
+    complete = ops.less_equal(starts + n - 1, index)
+    enough_context = ops.greater_equal(index, n - 2)
+    match = ops.logical_and(
+        match, ops.logical_and(complete, enough_context)[None, :]
+    )
+    followers = tokens[:, n - 1 : n - 1 + windows]  # (rows, windows)
+    row_ids = ops.broadcast_to(
+        ops.arange(rows, dtype="int32")[:, None], ops.shape(followers)
+    )
+    indices = ops.stack([row_ids, ops.cast(followers, "int32")], axis=-1)
+    counts = ops.scatter(
+        ops.reshape(indices, (-1, 2)),
+        ops.reshape(ops.cast(match, "float32"), (-1,)),
+        (rows, vocab_size),
+    )
+    return ops.greater(counts, 0.0)
 
 
 def greedy_search(
-    step_fn, state, batch_size, max_length, start_id, end_id, pad_id=0
+    step_fn,
+    state,
+    batch_size,
+    max_length,
+    start_id,
+    end_id,
+    pad_id=0,
+    no_repeat_ngram_size=0,
 ):
     """Pick the most likely next token until `end_id` or `max_length`.
 
@@ -42,6 +111,9 @@ def greedy_search(
         start_id: int, the token fed at position 0.
         end_id: int, the end token; a sequence stops after emitting it.
         pad_id: int, emitted after the end token. Defaults to `0`.
+        no_repeat_ngram_size: int, when `n > 0` no n-gram of this size is
+            generated twice in a sequence (the tokens that would repeat one
+            are never picked). Defaults to `0` (off).
 
     Returns:
         int32 tensor `(batch_size, max_length)`: the generated tokens (the
@@ -61,8 +133,8 @@ def greedy_search(
     >>> ops.convert_to_numpy(out).tolist()
     [[2, 3, 0, 0], [2, 3, 0, 0]]
     """
-    max_length, start_id, end_id, pad_id = _check_common(
-        max_length, start_id, end_id, pad_id
+    max_length, start_id, end_id, pad_id, no_repeat = _check_common(
+        max_length, start_id, end_id, pad_id, no_repeat_ngram_size
     )
     tokens = ops.full((batch_size, max_length + 1), pad_id, dtype="int32")
     tokens = ops.slice_update(
@@ -78,6 +150,11 @@ def greedy_search(
     def body(index, tokens, finished, state):
         current = ops.slice(tokens, (0, index), (batch_size, 1))  # (B, 1)
         logits, state = step_fn(current, index, state)
+        if no_repeat:
+            banned = repeated_ngram_mask(
+                tokens, index, no_repeat, ops.shape(logits)[-1]
+            )
+            logits = ops.where(banned, _NEG_INF, ops.cast(logits, "float32"))
         best = ops.cast(ops.argmax(logits, axis=-1), "int32")  # (B,)
         best = ops.where(finished, pad_id, best)
         tokens = ops.slice_update(tokens, (0, index + 1), best[:, None])
@@ -106,6 +183,7 @@ def beam_search(
     beam_width=4,
     length_penalty=0.6,
     pad_id=0,
+    no_repeat_ngram_size=0,
 ):
     """Beam search with the GNMT length penalty.
 
@@ -127,6 +205,8 @@ def beam_search(
         beam_width: int, beams per example. Defaults to `4`.
         length_penalty: float >= 0, the GNMT `alpha`. Defaults to `0.6`.
         pad_id: int, emitted after the end token. Defaults to `0`.
+        no_repeat_ngram_size: int, when `n > 0` no beam generates the same
+            n-gram twice. Defaults to `0` (off).
 
     Returns:
         `(tokens, scores)`: int32 `(batch_size, max_length)` (the best beam,
@@ -149,8 +229,8 @@ def beam_search(
         - [Wu et al., 2016, Google's Neural Machine Translation System](
           https://arxiv.org/abs/1609.08144)
     """
-    max_length, start_id, end_id, pad_id = _check_common(
-        max_length, start_id, end_id, pad_id
+    max_length, start_id, end_id, pad_id, no_repeat = _check_common(
+        max_length, start_id, end_id, pad_id, no_repeat_ngram_size
     )
     beam_width = _validation.positive_int("beam_width", beam_width)
     if isinstance(length_penalty, bool) or not isinstance(
@@ -189,6 +269,9 @@ def beam_search(
         logits, state = step_fn(current, index, state)
         vocab = ops.shape(logits)[-1]
         step = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+        if no_repeat:
+            banned = repeated_ngram_mask(tokens, index, no_repeat, vocab)
+            step = ops.where(banned, _NEG_INF, step)
         step = ops.reshape(step, (batch_size, k, vocab))  # (B, K, V)
         # A finished beam extends only with padding, at no cost.
         pad_only = ops.where(

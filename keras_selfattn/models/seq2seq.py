@@ -370,6 +370,7 @@ class Seq2SeqTransformer(keras.Model):
         method="greedy",
         beam_width=4,
         length_penalty=0.6,
+        no_repeat_ngram_size=0,
     ):
         """Decode target ids for source ids, inside the graph.
 
@@ -383,6 +384,9 @@ class Seq2SeqTransformer(keras.Model):
             beam_width: int, for `"beam"`. Defaults to `4`.
             length_penalty: float, the GNMT alpha for `"beam"`. Defaults
                 to `0.6`.
+            no_repeat_ngram_size: int, when `n > 0` no n-gram of this size
+                is generated twice in an output (stops the loops small
+                models fall into). Defaults to `0` (off).
 
         Returns:
             int32 `(batch_size, max_length)`, padded with 0 after `end_id`.
@@ -401,7 +405,13 @@ class Seq2SeqTransformer(keras.Model):
         state = self._decoder_state(encoder_ids, max_length)
         if method == "greedy":
             return generation.greedy_search(
-                self._step, state, batch_size, max_length, start_id, end_id
+                self._step,
+                state,
+                batch_size,
+                max_length,
+                start_id,
+                end_id,
+                no_repeat_ngram_size=no_repeat_ngram_size,
             )
         tokens, _ = generation.beam_search(
             self._step,
@@ -412,6 +422,7 @@ class Seq2SeqTransformer(keras.Model):
             end_id,
             beam_width=beam_width,
             length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )
         return tokens
 

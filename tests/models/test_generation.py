@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_selfattn.models import beam_search
 from keras_selfattn.models import greedy_search
+from keras_selfattn.models.generation import repeated_ngram_mask
 
 PAD, START, END, A, B = 0, 1, 2, 3, 4
 
@@ -115,9 +116,101 @@ def test_searches_run_inside_tf_function():
         ({"beam_width": 0}, "beam_width"),
         ({"length_penalty": -1.0}, "length_penalty"),
         ({"start_id": -1}, "start_id"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
     ],
 )
 def test_invalid_arguments(kwargs, argument):
     args = {"max_length": 4, "start_id": START, "end_id": END, **kwargs}
     with pytest.raises(ValueError, match=f"argument `{argument}`"):
         beam_search(table_step, (), 1, **args)
+
+
+def _naive_banned(row, index, n, vocab):
+    """The tokens t for which row[index-n+2..index] + [t] already occurs in
+    row[:index+1], by brute force."""
+    prefix = list(row[: index + 1])
+    banned = set()
+    if n == 1:
+        return set(prefix)
+    if index < n - 2:
+        return banned
+    context = prefix[len(prefix) - (n - 1) :]
+    for j in range(len(prefix) - n + 1):
+        if prefix[j : j + n - 1] == context:
+            banned.add(prefix[j + n - 1])
+    return banned
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_repeated_ngram_mask_matches_brute_force(n):
+    rng = np.random.default_rng(n)
+    tokens = rng.integers(0, 4, size=(6, 12)).astype("int32")  # many repeats
+    for index in range(12):
+        got = _np(repeated_ngram_mask(tokens, index, n, 4))
+        for r in range(6):
+            expected = _naive_banned(tokens[r], index, n, 4)
+            assert set(np.flatnonzero(got[r]).tolist()) == expected, (
+                n,
+                index,
+                r,
+            )
+
+
+def _has_repeated_ngram(row, n):
+    grams = [tuple(row[i : i + n]) for i in range(len(row) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_no_repeat_ngram_size_stops_loops(method):
+    def run(n):
+        if method == "greedy":
+            return _np(
+                greedy_search(
+                    table_step, (), 1, 6, START, END, no_repeat_ngram_size=n
+                )
+            )
+        tokens, _ = beam_search(
+            table_step,
+            (),
+            1,
+            6,
+            START,
+            END,
+            beam_width=2,
+            length_penalty=0.0,
+            no_repeat_ngram_size=n,
+        )
+        return _np(tokens)
+
+    if method == "greedy":
+        # Without the constraint greedy loops on A forever.
+        assert run(0).tolist() == [[A, A, A, A, A, A]]
+    # With n = 2, "A A" may occur once: then B (0.34), then END (0.9).
+    tokens = run(2)[0].tolist()
+    row = [START] + tokens[: tokens.index(END) + 1]
+    assert not _has_repeated_ngram(row, 2), row
+    if method == "greedy":
+        assert tokens == [A, A, B, END, PAD, PAD]
+
+
+def test_no_repeat_ngram_on_random_models_never_repeats():
+    for seed in range(3):
+        step = _random_step(seed=seed)
+        state = ops.convert_to_tensor(
+            np.random.default_rng(seed).normal(size=(3, 7)).astype("float32")
+        )
+        for n in (2, 3):
+            greedy = _np(
+                greedy_search(
+                    step, state, 3, 8, START, END, no_repeat_ngram_size=n
+                )
+            )
+            beam, _ = beam_search(
+                step, state, 3, 8, START, END, 3, no_repeat_ngram_size=n
+            )
+            for row in list(greedy) + list(_np(beam)):
+                row = [START] + row.tolist()
+                if END in row:
+                    row = row[: row.index(END) + 1]
+                assert not _has_repeated_ngram(row, n), (seed, n, row)

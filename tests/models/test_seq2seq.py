@@ -268,3 +268,16 @@ def test_copy_attention_copies_tokens_never_seen_as_targets(tmp_path):
     np.testing.assert_array_equal(
         np.asarray(loaded.generate(unseen, 6, START, END)), tokens
     )
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_generate_with_no_repeat_ngram_size(method):
+    keras.utils.set_random_seed(6)
+    model = _model(target_vocabulary_size=5)  # a tiny vocabulary repeats
+    tokens = np.asarray(
+        model.generate(_source(), 8, START, END, method, no_repeat_ngram_size=2)
+    )
+    for row in tokens.tolist():
+        row = [START] + (row[: row.index(END) + 1] if END in row else row)
+        bigrams = list(zip(row, row[1:], strict=False))
+        assert len(bigrams) == len(set(bigrams)), row
