@@ -234,12 +234,26 @@ def parse_args(argv):
     model.add_argument("--num-encoder-layers", type=int, default=2)
     model.add_argument("--num-decoder-layers", type=int, default=2)
     model.add_argument("--dropout", type=float, default=0.1)
+    model.add_argument(
+        "--copy-attention",
+        action="store_true",
+        help="pointer-generator output that can copy source tokens "
+        "(needs --shared-vocabulary)",
+    )
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--max-steps", type=int, default=None)
     train.add_argument("--time-budget-minutes", type=float, default=None)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--learning-rate", type=float, default=5e-4)
+    train.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="cosine: linear warm-up over --warmup-steps, then cosine decay "
+        "to zero at the end of the last epoch",
+    )
+    train.add_argument("--warmup-steps", type=int, default=0)
     train.add_argument("--seed", type=int, default=42)
     train.add_argument(
         "--strategy",
@@ -259,7 +273,26 @@ def parse_args(argv):
     )
     decode.add_argument("--beam-width", type=int, default=4)
     decode.add_argument("--length-penalty", type=float, default=0.6)
+    decode.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        default=0,
+        help="never generate the same n-gram twice in an output (0: off)",
+    )
     return p.parse_args(argv)
+
+
+def _learning_rate(args, train_rows):
+    """A constant rate, or warm-up then cosine decay to zero at the end."""
+    if args.lr_schedule == "constant":
+        return args.learning_rate
+    total_steps = args.epochs * math.ceil(train_rows / args.batch_size)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if args.warmup_steps else args.learning_rate,
+        decay_steps=max(total_steps - args.warmup_steps, 1),
+        warmup_target=args.learning_rate if args.warmup_steps else None,
+        warmup_steps=args.warmup_steps,
+    )
 
 
 def _vocabulary(path, texts, args, lower_case):
@@ -370,12 +403,15 @@ def main(argv=None, callbacks=()):
             num_decoder_layers=args.num_decoder_layers,
             dropout=args.dropout,
             share_embeddings=args.shared_vocabulary,
+            copy_attention=args.copy_attention,
             name="seq2seq",
         )
         seq2seq.build()
         seq2seq.compile(
             optimizer=keras.optimizers.Adam(
-                args.learning_rate, beta_2=0.98, global_clipnorm=1.0
+                _learning_rate(args, len(train_sources)),
+                beta_2=0.98,
+                global_clipnorm=1.0,
             ),
             loss=keras.losses.SparseCategoricalCrossentropy(
                 from_logits=True, ignore_class=0
@@ -437,6 +473,7 @@ def main(argv=None, callbacks=()):
         method=args.decoding,
         beam_width=args.beam_width,
         length_penalty=args.length_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
         name="summarizer",
     )
     generate_ids = tf.function(

@@ -261,6 +261,12 @@ def parse_args(argv):
     model.add_argument("--num-encoder-layers", type=int, default=2)
     model.add_argument("--num-decoder-layers", type=int, default=2)
     model.add_argument("--dropout", type=float, default=0.1)
+    model.add_argument(
+        "--copy-attention",
+        action="store_true",
+        help="pointer-generator output that can copy source tokens "
+        "(needs --shared-vocabulary)",
+    )
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--max-steps", type=int, default=None)
@@ -286,6 +292,12 @@ def parse_args(argv):
     )
     decode.add_argument("--beam-width", type=int, default=4)
     decode.add_argument("--length-penalty", type=float, default=0.6)
+    decode.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        default=0,
+        help="never generate the same n-gram twice in an output (0: off)",
+    )
     return p.parse_args(argv)
 
 
@@ -398,6 +410,7 @@ def main(argv=None, callbacks=()):
             num_decoder_layers=args.num_decoder_layers,
             dropout=args.dropout,
             share_embeddings=args.shared_vocabulary,
+            copy_attention=args.copy_attention,
             name="seq2seq",
         )
         seq2seq.build()
@@ -465,6 +478,7 @@ def main(argv=None, callbacks=()):
         method=args.decoding,
         beam_width=args.beam_width,
         length_penalty=args.length_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
         name="translator",
     )
     generate_ids = tf.function(

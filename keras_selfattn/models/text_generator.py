@@ -86,6 +86,8 @@ class TextGenerator(keras.layers.Layer):
         beam_width: int, beams for `"beam"`. Defaults to `4`.
         length_penalty: float >= 0, the GNMT alpha for `"beam"`. Defaults
             to `0.6`.
+        no_repeat_ngram_size: int, when `n > 0` no n-gram of this size is
+            generated twice in an output. Defaults to `0` (off).
         tidy: bool, remove the spaces detokenization leaves around
             punctuation (`tidy_spacing`). Defaults to `True`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, ...).
@@ -125,6 +127,7 @@ class TextGenerator(keras.layers.Layer):
         beam_width=4,
         length_penalty=0.6,
         tidy=True,
+        no_repeat_ngram_size=0,
         **kwargs,
     ):
         source_tokenizer = _deserialize(
@@ -162,6 +165,9 @@ class TextGenerator(keras.layers.Layer):
                 "length_penalty", "a float >= 0", length_penalty
             )
         tidy = _validation.boolean("tidy", tidy)
+        no_repeat_ngram_size = _validation.non_negative_int(
+            "no_repeat_ngram_size", no_repeat_ngram_size
+        )
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.source_tokenizer = source_tokenizer
@@ -172,6 +178,7 @@ class TextGenerator(keras.layers.Layer):
         self.beam_width = beam_width
         self.length_penalty = float(length_penalty)
         self.tidy = tidy
+        self.no_repeat_ngram_size = no_repeat_ngram_size
         # String inputs and outputs: no XLA, no float conversion of inputs.
         self.supports_jit = False
         self._convert_input_args = False
@@ -195,6 +202,7 @@ class TextGenerator(keras.layers.Layer):
             method=self.method,
             beam_width=self.beam_width,
             length_penalty=self.length_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
         )
 
     def detokenize(self, ids):
@@ -220,6 +228,7 @@ class TextGenerator(keras.layers.Layer):
             "beam_width": self.beam_width,
             "length_penalty": self.length_penalty,
             "tidy": self.tidy,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
         }
 
 

@@ -189,6 +189,43 @@ def test_resumes_after_an_interruption(tmp_path):
     assert metrics["steps"] == 3 * 4
 
 
+def test_copy_attention_cosine_schedule_and_no_repeat_flags(tmp_path):
+    """The quality benchmark's flags: a pointer-generator model with a
+    shared vocabulary, warm-up + cosine decay, beam search that never
+    repeats a trigram; the saved summarizer keeps all of it."""
+    data = _write_dialogues(str(tmp_path / "data"), rows=(160, 16, 16))
+    out = str(tmp_path / "out")
+    keras.utils.set_random_seed(7)
+    metrics = _run(
+        data,
+        out,
+        "--epochs",
+        "6",
+        "--shared-vocabulary",
+        "--copy-attention",
+        "--lr-schedule",
+        "cosine",
+        "--warmup-steps",
+        "5",
+        "--decoding",
+        "beam",
+        "--no-repeat-ngram-size",
+        "3",
+    )
+    losses = metrics["train_loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
+    summarizer = keras.saving.load_model(
+        os.path.join(out, "summarizer.keras"), safe_mode=True
+    )
+    assert summarizer.seq2seq.copy_attention
+    assert summarizer.no_repeat_ngram_size == 3
+    assert summarizer.method == "beam"
+    for text in metrics["hypotheses"]:
+        words = text.split()
+        trigrams = list(zip(words, words[1:], words[2:], strict=False))
+        assert len(trigrams) == len(set(trigrams)), text
+
+
 @pytest.mark.shared_data
 def test_on_a_slice_of_samsum(shared_data, tmp_path):
     metrics = _load().main(

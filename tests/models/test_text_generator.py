@@ -114,13 +114,20 @@ def test_keras_file_round_trip(copier, tmp_path):
 def test_config_round_trip_and_serialization():
     source, target, model = _parts()
     generator = TextGenerator(
-        source, target, model, max_length=4, method="beam", beam_width=2
+        source,
+        target,
+        model,
+        max_length=4,
+        method="beam",
+        beam_width=2,
+        no_repeat_ngram_size=2,
     )
     config = keras.saving.serialize_keras_object(generator)
     clone = keras.saving.deserialize_keras_object(config)
     assert clone.get_config() == generator.get_config()
     assert clone.source_tokenizer.vocabulary == VOCAB
     assert clone.method == "beam" and clone.beam_width == 2
+    assert clone.no_repeat_ngram_size == 2
 
 
 def test_traces_with_a_string_signature():
