@@ -28,13 +28,11 @@ finished epoch (`<output-dir>/backup`).
 """## Setup"""
 
 import argparse
-import importlib
 import json
 import math
 import os
 import random
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -45,9 +43,9 @@ import tensorflow as tf
 
 # Registers the tensorflow-text ops that a reloaded SavedModel needs.
 import tensorflow_text  # noqa: F401
-from tensorflow.core.framework import summary_pb2
 
 import keras_selfattn
+from keras_selfattn import training
 from keras_selfattn.models import build_text_classifier
 from keras_selfattn.plotting import plot_attention
 from keras_selfattn.text import WordPieceTokenizer
@@ -186,111 +184,6 @@ def load_splits(args):
     return splits, names
 
 
-"""## Training with a step cap and a time budget
-
-Both callbacks read the optimizer's step counter and the clock after every
-batch, so they stop mid-epoch; the step counter is part of the checkpoint,
-so `--max-steps` counts steps across an interruption too.
-"""
-
-
-class StopAtStep(keras.callbacks.Callback):
-    """Stops training once the optimizer has taken `max_steps` steps."""
-
-    def __init__(self, max_steps):
-        super().__init__()
-        self.max_steps = max_steps
-
-    def on_train_batch_end(self, batch, logs=None):
-        steps = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if steps >= self.max_steps:
-            self.model.stop_training = True
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training after `minutes` of wall-clock training time."""
-
-    def __init__(self, minutes):
-        super().__init__()
-        self.seconds = 60.0 * minutes
-        self.stopped = False
-
-    def on_train_begin(self, logs=None):
-        self.start = time.monotonic()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.start >= self.seconds:
-            self.stopped = True
-            self.model.stop_training = True
-
-
-class EpochScalars(keras.callbacks.Callback):
-    """TensorBoard event files of the epoch metrics, without TensorBoard.
-
-    `keras.callbacks.TensorBoard` needs the `tensorboard` package, which
-    TensorFlow no longer installs. This writes the same `epoch_<metric>`
-    scalars to `<log_dir>/train` and `<log_dir>/validation` with TensorFlow's
-    own summary writer, so `tensorboard --logdir` shows the curves.
-    """
-
-    def __init__(self, log_dir):
-        super().__init__()
-        self.log_dir = log_dir
-        self.writers = {}
-
-    def _writer(self, name):
-        if name not in self.writers:
-            self.writers[name] = tf.summary.create_file_writer(
-                os.path.join(self.log_dir, name)
-            )
-        return self.writers[name]
-
-    def on_epoch_end(self, epoch, logs=None):
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(
-                plugin_name="scalars"
-            )
-        )
-        for key, value in (logs or {}).items():
-            split = "validation" if key.startswith("val_") else "train"
-            tag = "epoch_" + key.removeprefix("val_")
-            with self._writer(split).as_default():
-                tf.summary.write(
-                    tag,
-                    tf.constant(float(value)),
-                    step=epoch,
-                    metadata=metadata,
-                )
-        for writer in self.writers.values():
-            writer.flush()
-
-    def on_train_end(self, logs=None):
-        for writer in self.writers.values():
-            writer.close()
-        self.writers = {}
-
-
-def tensorboard_callback(log_dir):
-    """Keras' TensorBoard callback when `tensorboard` is installed."""
-    try:
-        importlib.import_module("tensorboard")
-    except ImportError:
-        return EpochScalars(log_dir)
-    return keras.callbacks.TensorBoard(log_dir)
-
-
-def make_strategy(name):
-    """`default` (one device), `mirrored` (all local devices) or
-    `multiworker` (the cluster in `TF_CONFIG`; give each worker its own
-    `--output-dir`, the chief's holds the results)."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        # Reads the cluster from the TF_CONFIG environment variable.
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     data = p.add_argument_group("data")
@@ -308,39 +201,16 @@ def parse_args(argv):
     model.add_argument("--ff-dim", type=int, default=128)
     model.add_argument("--num-layers", type=int, default=2)
     model.add_argument("--dropout", type=float, default=0.1)
-    train = p.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=3)
-    train.add_argument("--max-steps", type=int, default=None)
-    train.add_argument("--time-budget-minutes", type=float, default=None)
+    # --epochs, --max-steps, --time-budget-minutes, --lr-schedule, ...
+    train = training.add_training_arguments(
+        p, epochs=3, batch_size=64, learning_rate=1e-3
+    )
     train.add_argument(
         "--early-stopping-patience",
         type=int,
         default=None,
         help="stop when validation accuracy has not improved for this many "
         "epochs and keep the best epoch's weights",
-    )
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument(
-        "--lr-schedule",
-        choices=("constant", "cosine"),
-        default="constant",
-        help="cosine: linear warm-up over --warmup-steps, then cosine decay "
-        "to zero at the end of the last epoch",
-    )
-    train.add_argument("--warmup-steps", type=int, default=0)
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument(
-        "--strategy",
-        choices=("default", "mirrored", "multiworker"),
-        default="default",
-    )
-    train.add_argument(
-        "--verbose",
-        type=int,
-        choices=(0, 1, 2),
-        default=1,
-        help="Keras fit verbosity: 0 silent, 1 progress bar, 2 one line",
     )
     return p.parse_args(argv)
 
@@ -349,7 +219,7 @@ def main(argv=None, callbacks=()):
     """Runs the example; `callbacks` are extra Keras callbacks for `fit`."""
     args = parse_args(argv)
     # Before any other TensorFlow work: multi-worker set-up must come first.
-    strategy = make_strategy(args.strategy)
+    strategy = training.make_strategy(args.strategy)
     keras.utils.set_random_seed(args.seed)
     splits, label_names = load_splits(args)
     for split, (texts, _) in splits.items():
@@ -395,6 +265,7 @@ def main(argv=None, callbacks=()):
     Transformer blocks honour it and the mean pooling averages real tokens
     only. Built and compiled under the distribution strategy's scope.
     """
+    steps_per_epoch = math.ceil(len(train_texts) / args.batch_size)
     with strategy.scope():
         classifier = build_text_classifier(
             vocabulary_size=len(vocabulary),
@@ -406,17 +277,13 @@ def main(argv=None, callbacks=()):
             num_layers=args.num_layers,
             dropout=args.dropout,
         )
-        learning_rate = args.learning_rate
-        if args.lr_schedule == "cosine":
-            total_steps = args.epochs * math.ceil(
-                len(train_texts) / args.batch_size
-            )
-            learning_rate = keras.optimizers.schedules.CosineDecay(
-                0.0 if args.warmup_steps else args.learning_rate,
-                decay_steps=max(total_steps - args.warmup_steps, 1),
-                warmup_target=args.learning_rate if args.warmup_steps else None,
-                warmup_steps=args.warmup_steps,
-            )
+        # Constant, or linear warm-up then cosine decay to zero at the end.
+        learning_rate = training.learning_rate_schedule(
+            args.learning_rate,
+            args.lr_schedule,
+            total_steps=args.epochs * steps_per_epoch,
+            warmup_steps=args.warmup_steps,
+        )
         classifier.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss="sparse_categorical_crossentropy",
@@ -425,24 +292,19 @@ def main(argv=None, callbacks=()):
 
     """## Training that survives an interruption
 
-    `BackupAndRestore` saves the weights, the optimizer state and the epoch
-    at the end of every epoch; re-running the same command after a crash
-    restores them and continues with the next epoch. `ModelCheckpoint` keeps
-    the latest complete model, TensorBoard the curves.
+    `training.fit_resumable` adds `BackupAndRestore`, which saves the
+    weights, the optimizer state and the epoch at the end of every epoch;
+    re-running the same command after a crash restores them and continues
+    with the next epoch. It also writes the TensorBoard curves and stops
+    after `--max-steps` optimizer steps (counted across an interruption) or
+    `--time-budget-minutes`, mid-epoch. `ModelCheckpoint` keeps the latest
+    complete model.
     """
-    os.makedirs(args.output_dir, exist_ok=True)
-    time_budget = None
     fit_callbacks = [
-        keras.callbacks.BackupAndRestore(
-            backup_dir=os.path.join(args.output_dir, "backup")
-        ),
         keras.callbacks.ModelCheckpoint(
             os.path.join(args.output_dir, "checkpoint.keras")
-        ),
-        tensorboard_callback(os.path.join(args.output_dir, "logs")),
+        )
     ]
-    if args.max_steps is not None:
-        fit_callbacks.append(StopAtStep(args.max_steps))
     if args.early_stopping_patience is not None:
         fit_callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -451,21 +313,18 @@ def main(argv=None, callbacks=()):
                 restore_best_weights=True,
             )
         )
-    if args.time_budget_minutes is not None:
-        time_budget = TimeBudget(args.time_budget_minutes)
-        fit_callbacks.append(time_budget)
-    steps_per_epoch = math.ceil(len(train_texts) / args.batch_size)
-    start = time.time()
-    history = classifier.fit(
+    history, record = training.fit_resumable(
+        classifier,
         dataset(*splits["train"], shuffle=True),
+        args.output_dir,
         validation_data=dataset(*splits["validation"]),
         epochs=args.epochs,
+        max_steps=args.max_steps,
+        time_budget_minutes=args.time_budget_minutes,
         callbacks=fit_callbacks + list(callbacks),
-        shuffle=False,  # the dataset is shuffled already, with a seed
         verbose=args.verbose,
     )
-    train_seconds = time.time() - start
-    steps = int(keras.ops.convert_to_numpy(classifier.optimizer.iterations))
+    steps = record["steps"]
     test_loss, test_accuracy = classifier.evaluate(
         dataset(*splits["test"]), verbose=0
     )
@@ -535,17 +394,11 @@ def main(argv=None, callbacks=()):
     metrics = {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
-        "train_seconds": round(train_seconds, 1),
-        "train_loss": [float(v) for v in history.history.get("loss", [])],
-        "val_loss": [float(v) for v in history.history.get("val_loss", [])],
+        **record,
         "val_accuracy": [
             float(v) for v in history.history.get("val_accuracy", [])
         ],
-        "epochs": [int(e) for e in history.epoch],
-        "initial_epoch": int(history.epoch[0]) if history.epoch else None,
-        "steps": steps,
         "steps_per_epoch": steps_per_epoch,
-        "stopped_by_time_budget": bool(time_budget and time_budget.stopped),
         "train_rows": len(train_texts),
         "test_rows": len(test_texts),
         "label_names": label_names,

@@ -8,6 +8,9 @@ from keras_selfattn.models.generation import greedy_search as greedy_search
 from keras_selfattn.models.seq2seq import (
     Seq2SeqTransformer as Seq2SeqTransformer,
 )
+from keras_selfattn.models.seq2seq_training import (
+    train_seq2seq as train_seq2seq,
+)
 from keras_selfattn.models.text_generator import TextGenerator as TextGenerator
 from keras_selfattn.models.text_generator import (
     cross_attention_scores as cross_attention_scores,
@@ -26,4 +29,5 @@ __all__ = [
     "greedy_search",
     "make_seq2seq_dataset",
     "tidy_spacing",
+    "train_seq2seq",
 ]

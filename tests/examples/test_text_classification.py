@@ -1,6 +1,5 @@
 """`examples/text_classification.py` end to end on tiny synthetic data."""
 
-import glob
 import gzip
 import importlib.util
 import json
@@ -12,10 +11,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.util import event_pb2
 
 import keras_selfattn  # noqa: F401  (registers the layers for safe_mode)
 from keras_selfattn.export import serve_with_c_api
+from tests.examples.events import read_scalars
 
 EXAMPLE = os.path.join(
     os.path.dirname(__file__),
@@ -131,22 +130,10 @@ def test_metrics_json_and_outputs(trained):
     assert not os.path.exists(os.path.join(out, "backup"))
 
 
-def _scalars(folder):
-    values = {}
-    files = sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*")))
-    for record in tf.data.TFRecordDataset(files):
-        event = event_pb2.Event.FromString(record.numpy())
-        for value in event.summary.value:
-            values.setdefault(value.tag, []).append(
-                float(tf.make_ndarray(value.tensor))
-            )
-    return values
-
-
 def test_tensorboard_logs(trained):
     out, metrics = trained
-    train = _scalars(os.path.join(out, "logs", "train"))
-    validation = _scalars(os.path.join(out, "logs", "validation"))
+    train = read_scalars(os.path.join(out, "logs", "train"))
+    validation = read_scalars(os.path.join(out, "logs", "validation"))
     np.testing.assert_allclose(
         train["epoch_loss"], metrics["train_loss"], rtol=1e-5
     )

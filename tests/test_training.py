@@ -1,0 +1,423 @@
+"""`keras_selfattn.training`: callbacks, strategy, schedule, resumable fit."""
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import types
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_selfattn
+from keras_selfattn import training
+from tests.examples.events import read_scalars
+
+# 32 rows in batches of 4: 8 steps per epoch.
+ROWS, BATCH, STEPS_PER_EPOCH = 32, 4, 8
+
+
+def _model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(ROWS, 3)).astype("float32")
+    y = rng.normal(size=(ROWS, 2)).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+
+
+def _steps(model):
+    return int(model.optimizer.iterations.numpy())
+
+
+def _fit(model, callbacks, epochs=5, **kwargs):
+    # The dataset is batched and in order: `shuffle` would only warn.
+    return model.fit(
+        _data(),
+        epochs=epochs,
+        verbose=0,
+        shuffle=False,
+        callbacks=callbacks,
+        **kwargs,
+    )
+
+
+def test_public_names_are_documented_with_examples():
+    for name in training.__all__:
+        doc = getattr(training, name).__doc__
+        assert "Args:" in doc and ">>>" in doc, name
+        if not isinstance(getattr(training, name), type):
+            assert "Returns:" in doc, name
+
+
+def test_reachable_from_the_package():
+    assert keras_selfattn.training is training
+
+
+def test_import_needs_no_tensorboard():
+    # A finder that refuses `tensorboard`, as if it were not installed.
+    code = (
+        "import sys\n"
+        "class Refuse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tensorboard':\n"
+        "            raise ImportError('no tensorboard')\n"
+        "sys.meta_path.insert(0, Refuse())\n"
+        "from keras_selfattn import training\n"
+        "callback = training.tensorboard_callback('logs')\n"
+        "assert type(callback).__name__ == 'EpochScalars', callback\n"
+        "assert 'tensorboard' not in sys.modules\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# StopAtStep
+
+
+def test_stop_at_step_stops_mid_epoch():
+    model = _model()
+    history = _fit(model, [training.StopAtStep(3)])
+    assert _steps(model) == 3
+    assert history.epoch == [0]
+
+
+def test_stop_at_step_counts_across_epochs():
+    model = _model()
+    history = _fit(model, [training.StopAtStep(STEPS_PER_EPOCH + 2)])
+    assert _steps(model) == STEPS_PER_EPOCH + 2
+    assert history.epoch == [0, 1]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, None, "3"])
+def test_stop_at_step_rejects_bad_max_steps(bad):
+    with pytest.raises(ValueError, match="`max_steps`, expected a positive"):
+        training.StopAtStep(bad)
+
+
+# TimeBudget
+
+
+def test_zero_time_budget_stops_after_one_step():
+    model = _model()
+    budget = training.TimeBudget(0)
+    _fit(model, [budget])
+    assert budget.stopped is True
+    assert _steps(model) == 1
+
+
+def test_ample_time_budget_does_not_stop():
+    model = _model()
+    budget = training.TimeBudget(60)
+    _fit(model, [budget], epochs=2)
+    assert budget.stopped is False
+    assert budget.seconds == 3600.0
+    assert _steps(model) == 2 * STEPS_PER_EPOCH
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, math.nan, math.inf, True, "1"])
+def test_time_budget_rejects_bad_minutes(bad):
+    with pytest.raises(ValueError, match="`minutes`, expected a float >= 0"):
+        training.TimeBudget(bad)
+
+
+# EpochScalars and tensorboard_callback
+
+
+def test_epoch_scalars_write_the_history(tmp_path):
+    model = _model()
+    history = _fit(
+        model,
+        [training.EpochScalars(str(tmp_path))],
+        epochs=3,
+        validation_data=_data(),
+    )
+    train = read_scalars(str(tmp_path / "train"))
+    validation = read_scalars(str(tmp_path / "validation"))
+    np.testing.assert_allclose(
+        train["epoch_loss"], history.history["loss"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        validation["epoch_loss"], history.history["val_loss"], rtol=1e-6
+    )
+
+
+def test_epoch_scalars_rejects_a_non_path():
+    with pytest.raises(TypeError, match="`log_dir`, expected a path"):
+        training.EpochScalars(3)
+
+
+def test_tensorboard_callback_without_tensorboard(monkeypatch, tmp_path):
+    # `None` in sys.modules makes `import tensorboard` raise ImportError.
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    callback = training.tensorboard_callback(str(tmp_path))
+    assert isinstance(callback, training.EpochScalars)
+    assert callback.log_dir == str(tmp_path)
+
+
+def test_tensorboard_callback_with_tensorboard(monkeypatch, tmp_path):
+    monkeypatch.setitem(
+        sys.modules, "tensorboard", types.ModuleType("tensorboard")
+    )
+    callback = training.tensorboard_callback(str(tmp_path))
+    assert isinstance(callback, keras.callbacks.TensorBoard)
+    assert callback.log_dir == str(tmp_path)
+
+
+def test_tensorboard_callback_rejects_a_non_path():
+    with pytest.raises(TypeError, match="`log_dir`, expected a path"):
+        training.tensorboard_callback(None)
+
+
+# make_strategy
+
+
+def test_default_strategy_is_the_current_one():
+    strategy = training.make_strategy("default")
+    assert strategy is tf.distribute.get_strategy()
+    assert strategy.num_replicas_in_sync == 1
+
+
+def test_mirrored_strategy():
+    strategy = training.make_strategy("mirrored")
+    assert isinstance(strategy, tf.distribute.MirroredStrategy)
+    assert strategy.num_replicas_in_sync >= 1
+
+
+@pytest.mark.parametrize("bad", ["tpu", "Mirrored", None])
+def test_make_strategy_names_the_choices(bad):
+    # "multiworker" is not built here: it must come before any other
+    # TensorFlow work in the process.
+    with pytest.raises(ValueError, match="`name`, expected one of 'default'"):
+        training.make_strategy(bad)
+
+
+# learning_rate_schedule
+
+
+def test_constant_schedule_is_the_float():
+    lr = training.learning_rate_schedule(3e-4)
+    assert lr == 3e-4 and isinstance(lr, float)
+    # Steps and warm-up belong to the cosine schedule only.
+    assert training.learning_rate_schedule(2, total_steps=5) == 2.0
+
+
+def _at(schedule, step):
+    return float(schedule(step))
+
+
+def test_cosine_warms_up_then_decays_to_zero():
+    peak, total, warmup = 1e-3, 110, 10
+    lr = training.learning_rate_schedule(
+        peak, "cosine", total_steps=total, warmup_steps=warmup
+    )
+    assert isinstance(lr, keras.optimizers.schedules.LearningRateSchedule)
+    assert _at(lr, 0) == 0.0
+    assert _at(lr, warmup // 2) == pytest.approx(peak / 2, rel=1e-5)
+    assert _at(lr, warmup) == pytest.approx(peak, rel=1e-6)
+    # Half-way through the decay, the cosine is at half the peak.
+    assert _at(lr, warmup + (total - warmup) // 2) == pytest.approx(
+        peak / 2, rel=1e-5
+    )
+    assert _at(lr, total) == pytest.approx(0.0, abs=1e-12)
+    assert _at(lr, total + 50) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cosine_without_warmup_starts_at_the_peak():
+    lr = training.learning_rate_schedule(0.1, "cosine", total_steps=40)
+    assert _at(lr, 0) == pytest.approx(0.1, rel=1e-6)
+    assert _at(lr, 20) == pytest.approx(0.05, rel=1e-5)
+    assert _at(lr, 40) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cosine_schedule_drives_an_optimizer():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    lr = training.learning_rate_schedule(
+        0.1, "cosine", total_steps=2 * STEPS_PER_EPOCH, warmup_steps=4
+    )
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
+    _fit(model, [], epochs=2)
+    # At the end of training the rate has decayed to zero.
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"learning_rate": 0}, "`learning_rate`, expected a positive float"),
+        ({"learning_rate": -1e-3}, "`learning_rate`, expected a positive"),
+        ({"learning_rate": True}, "`learning_rate`, expected a positive"),
+        ({"learning_rate": "1e-3"}, "`learning_rate`, expected a positive"),
+        ({"schedule": "linear"}, "`schedule`, expected one of 'constant'"),
+        ({"schedule": "cosine"}, "`total_steps`, expected a positive"),
+        (
+            {"schedule": "cosine", "total_steps": 0},
+            "`total_steps`, expected a positive integer",
+        ),
+        ({"warmup_steps": -1}, "`warmup_steps`, expected a non-negative"),
+        ({"warmup_steps": 1.5}, "`warmup_steps`, expected a non-negative"),
+    ],
+)
+def test_learning_rate_schedule_rejects_bad_arguments(kwargs, match):
+    kwargs = {"learning_rate": 1e-3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        training.learning_rate_schedule(**kwargs)
+
+
+# fit_resumable
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_after(batches):
+    """A callback that raises after `batches` batches, like a killed job."""
+    seen = []
+
+    def count(batch, logs=None):
+        seen.append(batch)
+        if len(seen) == batches:
+            raise Interrupt(f"interrupted after {batches} batches")
+
+    return keras.callbacks.LambdaCallback(on_train_batch_end=count)
+
+
+def test_fit_resumable_record_and_files(tmp_path):
+    model = _model()
+    history, record = training.fit_resumable(
+        model, _data(), str(tmp_path), validation_data=_data(), epochs=2
+    )
+    assert set(record) == {
+        "train_seconds",
+        "train_loss",
+        "val_loss",
+        "epochs",
+        "initial_epoch",
+        "steps",
+        "stopped_by_time_budget",
+    }
+    assert record["epochs"] == [0, 1] and record["initial_epoch"] == 0
+    assert record["steps"] == 2 * STEPS_PER_EPOCH
+    assert record["train_loss"] == pytest.approx(history.history["loss"])
+    assert record["val_loss"] == pytest.approx(history.history["val_loss"])
+    assert record["stopped_by_time_budget"] is False
+    assert record["train_seconds"] >= 0
+    assert os.listdir(tmp_path / "logs")
+    # Training finished: the interruption backup is gone.
+    assert not os.path.exists(tmp_path / "backup")
+
+
+def test_fit_resumable_continues_after_an_interruption(tmp_path):
+    out = str(tmp_path)
+    model = _model()
+    # In the middle of the second epoch.
+    with pytest.raises(Interrupt):
+        training.fit_resumable(
+            model,
+            _data(),
+            out,
+            epochs=3,
+            callbacks=[_interrupt_after(STEPS_PER_EPOCH + 3)],
+        )
+    assert os.listdir(tmp_path / "backup")
+    _, record = training.fit_resumable(_model(), _data(), out, epochs=3)
+    # Epoch 0 was backed up; the re-run repeats epoch 1 and finishes.
+    assert record["initial_epoch"] == 1
+    assert record["epochs"] == [1, 2]
+    assert record["steps"] == 3 * STEPS_PER_EPOCH
+
+
+def test_fit_resumable_step_cap_and_time_budget(tmp_path):
+    _, record = training.fit_resumable(
+        _model(), _data(), str(tmp_path / "a"), epochs=4, max_steps=10
+    )
+    assert record["steps"] == 10 and record["epochs"] == [0, 1]
+    assert record["stopped_by_time_budget"] is False
+    _, record = training.fit_resumable(
+        _model(), _data(), str(tmp_path / "b"), epochs=4, time_budget_minutes=0
+    )
+    assert record["steps"] == 1 and record["stopped_by_time_budget"] is True
+
+
+def test_fit_resumable_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="`epochs`, expected a positive"):
+        training.fit_resumable(_model(), _data(), str(tmp_path), epochs=0)
+    with pytest.raises(ValueError, match="`max_steps`"):
+        training.fit_resumable(_model(), _data(), str(tmp_path), max_steps=0)
+    with pytest.raises(ValueError, match="`minutes`"):
+        training.fit_resumable(
+            _model(), _data(), str(tmp_path), time_budget_minutes=-1
+        )
+
+
+# add_training_arguments
+
+
+def _parser():
+    parser = argparse.ArgumentParser()
+    group = training.add_training_arguments(
+        parser, epochs=7, batch_size=16, learning_rate=2e-4
+    )
+    return parser, group
+
+
+def test_training_arguments_defaults():
+    parser, _ = _parser()
+    args = vars(parser.parse_args([]))
+    assert args == {
+        "epochs": 7,
+        "max_steps": None,
+        "time_budget_minutes": None,
+        "batch_size": 16,
+        "learning_rate": 2e-4,
+        "lr_schedule": "constant",
+        "warmup_steps": 0,
+        "seed": 42,
+        "strategy": "default",
+        "verbose": 1,
+    }
+
+
+def test_training_arguments_parse_and_extend():
+    parser, group = _parser()
+    group.add_argument("--patience", type=int, default=None)
+    args = parser.parse_args(
+        [
+            "--lr-schedule",
+            "cosine",
+            "--warmup-steps",
+            "5",
+            "--max-steps",
+            "9",
+            "--time-budget-minutes",
+            "0.5",
+            "--strategy",
+            "mirrored",
+            "--verbose",
+            "2",
+            "--patience",
+            "3",
+        ]
+    )
+    assert (args.lr_schedule, args.warmup_steps) == ("cosine", 5)
+    assert (args.max_steps, args.time_budget_minutes) == (9, 0.5)
+    assert (args.strategy, args.verbose, args.patience) == ("mirrored", 2, 3)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--lr-schedule", "linear"], ["--strategy", "tpu"], ["--verbose", "3"]],
+)
+def test_training_arguments_enforce_choices(flags, capsys):
+    parser, _ = _parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(flags)
+    assert "invalid choice" in capsys.readouterr().err
