@@ -240,6 +240,15 @@ def train_seq2seq(
     _validation.one_of("lr_schedule", lr_schedule, training.SCHEDULES)
     _validation.non_negative_int("warmup_steps", warmup_steps)
     _validation.one_of("strategy", strategy, training.STRATEGIES)
+    if copy_attention and not shared_vocabulary:
+        # Copied source ids must index the target vocabulary: with two
+        # vocabularies of equal size this would train silently on nonsense.
+        raise _validation.invalid(
+            "copy_attention",
+            "False unless shared_vocabulary=True (copying needs one "
+            "vocabulary for source and target)",
+            copy_attention,
+        )
     # Before any other TensorFlow work: multi-worker set-up must come first.
     distribution = training.make_strategy(strategy)
     keras.utils.set_random_seed(seed)

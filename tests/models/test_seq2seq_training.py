@@ -46,6 +46,11 @@ def _evaluate(sources, hypotheses, references):
         ({"lr_schedule": "linear"}, ValueError, "`lr_schedule`, expected"),
         ({"warmup_steps": -1}, ValueError, "`warmup_steps`, expected"),
         ({"strategy": "tpu"}, ValueError, "`strategy`, expected one of"),
+        (
+            {"copy_attention": True},
+            ValueError,
+            "`copy_attention`, expected False unless shared_vocabulary",
+        ),
     ],
 )
 def test_bad_arguments_fail_before_reading_data(kwargs, error, match, tmp_path):
