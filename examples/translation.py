@@ -40,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 
 from keras_selfattn.metrics import bleu
+from keras_selfattn.models import add_seq2seq_arguments
 from keras_selfattn.models import train_seq2seq
 from keras_selfattn.training import add_training_arguments
 
@@ -106,41 +107,10 @@ def parse_args(argv):
         help="decode and score only the first rows of the test split",
     )
     data.add_argument("--output-dir", default="runs/translation")
-    model = p.add_argument_group("model")
-    model.add_argument("--vocabulary-size", type=int, default=8000)
-    model.add_argument(
-        "--shared-vocabulary",
-        action="store_true",
-        help="one vocabulary (and embedding table) for both languages",
-    )
-    model.add_argument("--source-length", type=int, default=32)
-    model.add_argument("--target-length", type=int, default=32)
-    model.add_argument("--embed-dim", type=int, default=256)
-    model.add_argument("--num-heads", type=int, default=8)
-    model.add_argument("--ff-dim", type=int, default=1024)
-    model.add_argument("--num-encoder-layers", type=int, default=2)
-    model.add_argument("--num-decoder-layers", type=int, default=2)
-    model.add_argument("--dropout", type=float, default=0.1)
-    model.add_argument(
-        "--copy-attention",
-        action="store_true",
-        help="pointer-generator output that can copy source tokens "
-        "(needs --shared-vocabulary)",
-    )
+    # --vocabulary-size, --copy-attention, ..., --decoding, --beam-width, ...
+    add_seq2seq_arguments(p, source_length=32, target_length=32)
     # --epochs, --max-steps, --time-budget-minutes, --lr-schedule, ...
     add_training_arguments(p, epochs=10, batch_size=64, learning_rate=5e-4)
-    decode = p.add_argument_group("decoding")
-    decode.add_argument(
-        "--decoding", choices=("greedy", "beam"), default="greedy"
-    )
-    decode.add_argument("--beam-width", type=int, default=4)
-    decode.add_argument("--length-penalty", type=float, default=0.6)
-    decode.add_argument(
-        "--no-repeat-ngram-size",
-        type=int,
-        default=0,
-        help="never generate the same n-gram twice in an output (0: off)",
-    )
     return p.parse_args(argv)
 
 

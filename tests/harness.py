@@ -359,10 +359,9 @@ def check_export(spec):
         _check_masked_export(spec)
 
 
-def _check_masked_export(spec):
-    """A SavedModel whose signature takes the padding mask: the reloaded
-    function gives the eager masked outputs, for `None` batch and length."""
-    layer = spec.make()
+def _masked_call_signature(spec):
+    """The spec's call inputs and mask, with a `tf.function` signature of
+    `None` batch and length: `(x, mask, *kwargs values)`."""
     args, kwargs = spec.call_inputs()
     mask = np.asarray(spec.mask, dtype=bool)
     names = list(kwargs)
@@ -373,6 +372,14 @@ def _check_masked_export(spec):
 
     signature = [spec_of(args), tf.TensorSpec((None, None), tf.bool)]
     signature += [spec_of(kwargs[n]) for n in names]
+    return args, kwargs, mask, names, signature
+
+
+def _check_masked_export(spec):
+    """A SavedModel whose signature takes the padding mask: the reloaded
+    function gives the eager masked outputs, for `None` batch and length."""
+    layer = spec.make()
+    args, kwargs, mask, names, signature = _masked_call_signature(spec)
     expected = to_numpy(layer(args, mask=mask, **kwargs))
     module = tf.Module()
     module.layer = layer
@@ -415,16 +422,7 @@ def check_xla(spec):
 def _check_masked_xla(spec):
     """A masked call compiled once for a `None` length, then two lengths."""
     layer = spec.make()
-    args, kwargs = spec.call_inputs()
-    mask = np.asarray(spec.mask, dtype=bool)
-    names = list(kwargs)
-
-    def spec_of(array):
-        shape = (None, None) + tuple(array.shape[2:])
-        return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
-
-    signature = [spec_of(args), tf.TensorSpec((None, None), tf.bool)]
-    signature += [spec_of(kwargs[n]) for n in names]
+    args, kwargs, mask, names, signature = _masked_call_signature(spec)
 
     @tf.function(jit_compile=True, input_signature=signature)
     def compiled(x, m, *extras):

@@ -9,6 +9,9 @@ from keras_selfattn.models.seq2seq import (
     Seq2SeqTransformer as Seq2SeqTransformer,
 )
 from keras_selfattn.models.seq2seq_training import (
+    add_seq2seq_arguments as add_seq2seq_arguments,
+)
+from keras_selfattn.models.seq2seq_training import (
     train_seq2seq as train_seq2seq,
 )
 from keras_selfattn.models.text_generator import TextGenerator as TextGenerator
@@ -23,6 +26,7 @@ from keras_selfattn.models.text_generator import tidy_spacing as tidy_spacing
 __all__ = [
     "Seq2SeqTransformer",
     "TextGenerator",
+    "add_seq2seq_arguments",
     "beam_search",
     "build_text_classifier",
     "cross_attention_scores",

@@ -542,3 +542,71 @@ def _save_and_export(generator, samples, model_path):
         raise RuntimeError("the exported model answers differently")
     print(f"saved {model_path}, exported {export_dir}")
     return outputs, model_path, export_dir
+
+
+def add_seq2seq_arguments(parser, source_length, target_length):
+    """Add the seq2seq examples' model and decoding flags to a parser.
+
+    Two argument groups, named like `train_seq2seq`'s arguments. `model`:
+    `--vocabulary-size`, `--shared-vocabulary`, `--source-length`,
+    `--target-length`, `--embed-dim`, `--num-heads`, `--ff-dim`,
+    `--num-encoder-layers`, `--num-decoder-layers`, `--dropout`,
+    `--copy-attention`. `decoding`: `--decoding {greedy,beam}`,
+    `--beam-width`, `--length-penalty`, `--no-repeat-ngram-size`.
+
+    Args:
+        parser: an `argparse.ArgumentParser`.
+        source_length: int, the default of `--source-length`.
+        target_length: int, the default of `--target-length`.
+
+    Returns:
+        The `(model, decoding)` argument groups, to add more flags to.
+
+    Example:
+
+    >>> import argparse
+    >>> from keras_selfattn.models.seq2seq_training import (
+    ...     add_seq2seq_arguments)
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = add_seq2seq_arguments(parser, source_length=32, target_length=24)
+    >>> args = parser.parse_args(["--copy-attention", "--shared-vocabulary",
+    ...                           "--decoding", "beam"])
+    >>> args.source_length, args.copy_attention, args.decoding
+    (32, True, 'beam')
+    >>> args.no_repeat_ngram_size, args.beam_width
+    (0, 4)
+    """
+    model = parser.add_argument_group("model")
+    model.add_argument("--vocabulary-size", type=int, default=8000)
+    model.add_argument(
+        "--shared-vocabulary",
+        action="store_true",
+        help="one vocabulary (and embedding table) for sources and targets",
+    )
+    model.add_argument("--source-length", type=int, default=source_length)
+    model.add_argument("--target-length", type=int, default=target_length)
+    model.add_argument("--embed-dim", type=int, default=256)
+    model.add_argument("--num-heads", type=int, default=8)
+    model.add_argument("--ff-dim", type=int, default=1024)
+    model.add_argument("--num-encoder-layers", type=int, default=2)
+    model.add_argument("--num-decoder-layers", type=int, default=2)
+    model.add_argument("--dropout", type=float, default=0.1)
+    model.add_argument(
+        "--copy-attention",
+        action="store_true",
+        help="pointer-generator output that can copy source tokens "
+        "(needs --shared-vocabulary)",
+    )
+    decoding = parser.add_argument_group("decoding")
+    decoding.add_argument(
+        "--decoding", choices=("greedy", "beam"), default="greedy"
+    )
+    decoding.add_argument("--beam-width", type=int, default=4)
+    decoding.add_argument("--length-penalty", type=float, default=0.6)
+    decoding.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        default=0,
+        help="never generate the same n-gram twice in an output (0: off)",
+    )
+    return model, decoding
