@@ -18,17 +18,17 @@ same cores slow training, and a fixed budget then buys fewer steps.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 import time
 
+from _examples import load_example
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EXAMPLE = os.path.join(HERE, os.pardir, "examples", "text_classification.py")
 
 # Chosen as described in quality_classification.md (two SST-2 runs).
 SETTINGS = {
@@ -93,17 +93,6 @@ SETTINGS = {
 }
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location(
-        "example_text_classification", EXAMPLE
-    )
-    module = importlib.util.module_from_spec(spec)
-    # Registered, so AutoGraph can find the module of the example's functions.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _load_average():
     return [round(v, 2) for v in os.getloadavg()]
 
@@ -145,7 +134,7 @@ def main(argv=None):
     load_before = _load_average()
     print(f"load average before: {load_before} on {os.cpu_count()} cores")
     start = time.time()
-    metrics = _load_example().main(example_argv)
+    metrics = load_example("text_classification").main(example_argv)
     wall = time.time() - start
     load_after = _load_average()
     result = {

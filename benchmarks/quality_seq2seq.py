@@ -15,11 +15,12 @@ below).
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 import time
+
+from _examples import load_example
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 DATA = os.environ.get(
@@ -99,16 +100,6 @@ TASKS = {
 }
 
 
-def _load(name):
-    path = os.path.join(ROOT, "examples", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    # Registered, so AutoGraph can find the module of the example's functions.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def run(task, minutes, output_dir, extra, max_eval_rows):
     spec = TASKS[task]
     argv = [
@@ -126,7 +117,7 @@ def run(task, minutes, output_dir, extra, max_eval_rows):
         argv += ["--max-eval-rows", str(max_eval_rows)]
     argv += extra
     start = time.time()
-    metrics = _load(task).main(argv)
+    metrics = load_example(task).main(argv)
     keys = ("bleu",) if task == "translation" else ("rouge1", "rouge2")
     result = {
         "task": task,

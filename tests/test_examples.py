@@ -1,26 +1,14 @@
 """Each example runs end to end on a tiny slice, in seconds."""
 
 import gzip
-import importlib.util
 import json
 import os
 import random
-import sys
 
 import numpy as np
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
-
-
-def _load(name):
-    path = os.path.join(EXAMPLES, f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    # Registered, so AutoGraph can find the module of the example's functions.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.examples.support import load_example
 
 
 def _write_sentiment(folder, rows_per_split=(240, 60, 60)):
@@ -49,7 +37,7 @@ def _write_sentiment(folder, rows_per_split=(240, 60, 60)):
 def test_quickstart_synthetic(tmp_path):
     data = _write_sentiment(str(tmp_path / "data"))
     out = str(tmp_path / "out")
-    metrics = _load("quickstart").main(
+    metrics = load_example("quickstart").main(
         [
             "--data-dir",
             data,
@@ -79,14 +67,14 @@ def test_quickstart_synthetic(tmp_path):
 def test_quickstart_bad_column(tmp_path):
     data = _write_sentiment(str(tmp_path / "data"))
     with pytest.raises(ValueError, match="Column 'sentence' not found"):
-        _load("quickstart").main(
+        load_example("quickstart").main(
             ["--data-dir", data, "--text-column", "sentence"]
         )
 
 
 @pytest.mark.shared_data
 def test_quickstart_on_sst2_slice(shared_data, tmp_path):
-    metrics = _load("quickstart").main(
+    metrics = load_example("quickstart").main(
         [
             "--data-dir",
             os.path.join(shared_data, "classification", "sst2"),

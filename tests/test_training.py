@@ -15,6 +15,8 @@ import tensorflow as tf
 import keras_selfattn
 from keras_selfattn import training
 from tests.examples.events import read_scalars
+from tests.examples.support import InterruptAfter
+from tests.examples.support import Interrupted
 
 # 32 rows in batches of 4: 8 steps per epoch.
 ROWS, BATCH, STEPS_PER_EPOCH = 32, 4, 8
@@ -274,22 +276,6 @@ def test_learning_rate_schedule_rejects_bad_arguments(kwargs, match):
 # fit_resumable
 
 
-class Interrupt(Exception):
-    pass
-
-
-def _interrupt_after(batches):
-    """A callback that raises after `batches` batches, like a killed job."""
-    seen = []
-
-    def count(batch, logs=None):
-        seen.append(batch)
-        if len(seen) == batches:
-            raise Interrupt(f"interrupted after {batches} batches")
-
-    return keras.callbacks.LambdaCallback(on_train_batch_end=count)
-
-
 def test_fit_resumable_record_and_files(tmp_path):
     model = _model()
     history, record = training.fit_resumable(
@@ -319,13 +305,13 @@ def test_fit_resumable_continues_after_an_interruption(tmp_path):
     out = str(tmp_path)
     model = _model()
     # In the middle of the second epoch.
-    with pytest.raises(Interrupt):
+    with pytest.raises(Interrupted):
         training.fit_resumable(
             model,
             _data(),
             out,
             epochs=3,
-            callbacks=[_interrupt_after(STEPS_PER_EPOCH + 3)],
+            callbacks=[InterruptAfter(STEPS_PER_EPOCH + 3)],
         )
     assert os.listdir(tmp_path / "backup")
     _, record = training.fit_resumable(_model(), _data(), out, epochs=3)

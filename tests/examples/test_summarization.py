@@ -1,11 +1,9 @@
 """`examples/summarization.py` end to end on a tiny synthetic summarization."""
 
 import gzip
-import importlib.util
 import json
 import os
 import random
-import sys
 
 import keras
 import pytest
@@ -13,14 +11,9 @@ import tensorflow as tf
 
 import keras_selfattn  # noqa: F401  (registers the layers for safe_mode)
 from keras_selfattn.export import serve_with_c_api
-
-EXAMPLE = os.path.join(
-    os.path.dirname(__file__),
-    os.pardir,
-    os.pardir,
-    "examples",
-    "summarization.py",
-)
+from tests.examples.support import InterruptAfter
+from tests.examples.support import Interrupted
+from tests.examples.support import load_example
 
 NAMES = ["amy", "bob", "eve"]
 WORDS = ["cat", "dog", "red", "big", "eats", "runs", "fish", "small"]
@@ -51,17 +44,6 @@ TINY = [
     "--verbose",
     "0",
 ]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "example_summarization", EXAMPLE
-    )
-    module = importlib.util.module_from_spec(spec)
-    # Registered, so AutoGraph can find the module of the example's functions.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write_dialogues(folder, rows=(320, 32, 32)):
@@ -100,7 +82,7 @@ def _run(data, out, *flags, callbacks=()):
         *TINY,
         *flags,
     ]
-    return _load().main(args, callbacks=callbacks)
+    return load_example("summarization").main(args, callbacks=callbacks)
 
 
 @pytest.fixture(scope="module")
@@ -158,29 +140,15 @@ def test_saved_summarizer_reloads_and_generates_the_same(trained):
 
 def test_requires_a_data_dir(tmp_path):
     with pytest.raises(ValueError, match="no stable canonical download"):
-        _load().main(["--output-dir", str(tmp_path)])
-
-
-class _Interrupt(keras.callbacks.Callback):
-    """Raises after `batches` training batches, like a killed job."""
-
-    def __init__(self, batches):
-        super().__init__()
-        self.batches = batches
-        self.seen = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen >= self.batches:
-            raise KeyboardInterrupt("simulated interruption")
+        load_example("summarization").main(["--output-dir", str(tmp_path)])
 
 
 def test_resumes_after_an_interruption(tmp_path):
     data = _write_dialogues(str(tmp_path / "data"), rows=(64, 16, 16))
     out = str(tmp_path / "out")
     # 4 steps per epoch: interrupted in the middle of the third epoch.
-    with pytest.raises(KeyboardInterrupt):
-        _run(data, out, "--epochs", "3", callbacks=[_Interrupt(10)])
+    with pytest.raises(Interrupted):
+        _run(data, out, "--epochs", "3", callbacks=[InterruptAfter(10)])
     assert os.path.isdir(os.path.join(out, "backup"))
     metrics = _run(data, out, "--epochs", "3")
     assert metrics["initial_epoch"] == 2
@@ -228,7 +196,7 @@ def test_copy_attention_cosine_schedule_and_no_repeat_flags(tmp_path):
 
 @pytest.mark.shared_data
 def test_on_a_slice_of_samsum(shared_data, tmp_path):
-    metrics = _load().main(
+    metrics = load_example("summarization").main(
         [
             "--data-dir",
             os.path.join(shared_data, "summarization", "samsum"),

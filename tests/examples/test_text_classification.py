@@ -1,11 +1,9 @@
 """`examples/text_classification.py` end to end on tiny synthetic data."""
 
 import gzip
-import importlib.util
 import json
 import os
 import random
-import sys
 
 import keras
 import numpy as np
@@ -15,14 +13,7 @@ import tensorflow as tf
 import keras_selfattn  # noqa: F401  (registers the layers for safe_mode)
 from keras_selfattn.export import serve_with_c_api
 from tests.examples.events import read_scalars
-
-EXAMPLE = os.path.join(
-    os.path.dirname(__file__),
-    os.pardir,
-    os.pardir,
-    "examples",
-    "text_classification.py",
-)
+from tests.examples.support import load_example
 
 # Tiny sizes, every one different, so each run takes a few seconds.
 TINY = [
@@ -43,17 +34,6 @@ TINY = [
     "--verbose",
     "0",
 ]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "example_text_classification", EXAMPLE
-    )
-    module = importlib.util.module_from_spec(spec)
-    # Registered, so AutoGraph can find the module of the example's functions.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write_reviews(folder, rows=(192, 48, 40), labels=("0", "1"), jsonl=False):
@@ -85,7 +65,7 @@ def _write_reviews(folder, rows=(192, 48, 40), labels=("0", "1"), jsonl=False):
 
 def _run(data, out, *flags, callbacks=()):
     args = ["--data-dir", data, "--output-dir", out, *TINY, *flags]
-    return _load().main(args, callbacks=callbacks)
+    return load_example("text_classification").main(args, callbacks=callbacks)
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +251,7 @@ def test_single_label_is_an_error(tmp_path):
 
 @pytest.mark.shared_data
 def test_on_sst2_slice(shared_data, tmp_path):
-    metrics = _load().main(
+    metrics = load_example("text_classification").main(
         [
             "--data-dir",
             os.path.join(shared_data, "classification", "sst2"),

@@ -1,11 +1,9 @@
 """`examples/translation.py` end to end on a tiny synthetic translation."""
 
 import gzip
-import importlib.util
 import json
 import os
 import random
-import sys
 
 import keras
 import pytest
@@ -13,14 +11,9 @@ import tensorflow as tf
 
 import keras_selfattn  # noqa: F401  (registers the layers for safe_mode)
 from keras_selfattn.export import serve_with_c_api
-
-EXAMPLE = os.path.join(
-    os.path.dirname(__file__),
-    os.pardir,
-    os.pardir,
-    "examples",
-    "translation.py",
-)
+from tests.examples.support import InterruptAfter
+from tests.examples.support import Interrupted
+from tests.examples.support import load_example
 
 # Word-for-word "English" -> "Spanish": a task a tiny model learns quickly.
 DICTIONARY = {
@@ -62,17 +55,6 @@ TINY = [
 ]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "example_translation", EXAMPLE
-    )
-    module = importlib.util.module_from_spec(spec)
-    # Registered, so AutoGraph can find the module of the example's functions.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _write_pairs(folder, rows=(320, 32, 32)):
     """Random 2-5 word sentences and their word-by-word translation."""
     rng = random.Random(5)
@@ -101,7 +83,7 @@ def _run(data, out, *flags, callbacks=()):
         *TINY,
         *flags,
     ]
-    return _load().main(args, callbacks=callbacks)
+    return load_example("translation").main(args, callbacks=callbacks)
 
 
 @pytest.fixture(scope="module")
@@ -165,26 +147,12 @@ def test_saved_translator_reloads_and_generates_the_same(trained):
     assert served(tf.constant(["the big cat"])).shape == (1,)
 
 
-class _Interrupt(keras.callbacks.Callback):
-    """Raises after `batches` training batches, like a killed job."""
-
-    def __init__(self, batches):
-        super().__init__()
-        self.batches = batches
-        self.seen = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen >= self.batches:
-            raise KeyboardInterrupt("simulated interruption")
-
-
 def test_resumes_after_an_interruption(tmp_path):
     data = _write_pairs(str(tmp_path / "data"), rows=(64, 16, 16))
     out = str(tmp_path / "out")
     # 4 steps per epoch: interrupted in the middle of the third epoch.
-    with pytest.raises(KeyboardInterrupt):
-        _run(data, out, "--epochs", "3", callbacks=[_Interrupt(10)])
+    with pytest.raises(Interrupted):
+        _run(data, out, "--epochs", "3", callbacks=[InterruptAfter(10)])
     assert os.path.isdir(os.path.join(out, "backup"))
     metrics = _run(data, out, "--epochs", "3")
     assert metrics["initial_epoch"] == 2
@@ -195,7 +163,7 @@ def test_resumes_after_an_interruption(tmp_path):
 
 @pytest.mark.shared_data
 def test_on_a_slice_of_spa_eng(shared_data, tmp_path):
-    metrics = _load().main(
+    metrics = load_example("translation").main(
         [
             "--data-dir",
             os.path.join(shared_data, "translation", "spa_eng"),

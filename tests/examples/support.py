@@ -1,0 +1,39 @@
+"""Shared helpers for the example tests: loading a script, interrupting it."""
+
+import importlib.util
+import os
+import sys
+
+import keras
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
+EXAMPLES = os.path.join(EXAMPLES, "examples")
+
+
+def load_example(name):
+    """Import `examples/<name>.py` as the module `example_<name>`."""
+    path = os.path.join(EXAMPLES, f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    # Registered, so AutoGraph can find the module of the example's functions.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Interrupted(Exception):
+    """A simulated kill of a training job."""
+
+
+class InterruptAfter(keras.callbacks.Callback):
+    """Raises `Interrupted` after `batches` training batches."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+        self.seen = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen >= self.batches:
+            raise Interrupted(f"interrupted after {self.batches} batches")
