@@ -14,8 +14,6 @@ imported only if `tensorboard_callback` finds it installed.
 """
 
 import importlib
-import math
-import numbers
 import os
 import time
 
@@ -42,29 +40,6 @@ __all__ = [
 
 def _optimizer_steps(model):
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-
-
-def _real(value):
-    # `bool` is a number too; `True` minutes is a bug, not a budget.
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
-
-
-def _non_negative_float(name, value):
-    """Check that `value` is a finite float >= 0."""
-    if not _real(value) or value < 0:
-        raise _validation.invalid(name, "a float >= 0", value)
-    return float(value)
-
-
-def _positive_float(name, value):
-    """Check that `value` is a finite float > 0."""
-    if not _real(value) or value <= 0:
-        raise _validation.invalid(name, "a positive float", value)
-    return float(value)
 
 
 class StopAtStep(keras.callbacks.Callback):
@@ -127,7 +102,7 @@ class TimeBudget(keras.callbacks.Callback):
 
     def __init__(self, minutes):
         super().__init__()
-        self.minutes = _non_negative_float("minutes", minutes)
+        self.minutes = _validation.non_negative_float("minutes", minutes)
         self.seconds = 60.0 * self.minutes
         self.stopped = False
 
@@ -308,7 +283,9 @@ def learning_rate_schedule(
     >>> abs(float(lr(10)) - 1e-3) < 1e-9
     True
     """
-    learning_rate = _positive_float("learning_rate", learning_rate)
+    learning_rate = _validation.positive_float(
+        "learning_rate", learning_rate, finite=True
+    )
     schedule = _validation.one_of("schedule", schedule, SCHEDULES)
     warmup_steps = _validation.non_negative_int("warmup_steps", warmup_steps)
     if schedule == "constant":

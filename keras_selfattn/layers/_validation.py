@@ -6,6 +6,7 @@ Every message names the argument, the expectation and what was received:
     integer. Received: num_heads=0
 """
 
+import math
 import numbers
 
 # The attention scorers every attention layer accepts.
@@ -55,14 +56,28 @@ def rate(name, value):
     return float(value)
 
 
-def positive_float(name, value):
-    """Check that `value` is a float > 0 (an epsilon)."""
+def positive_float(name, value, finite=False):
+    """Check that `value` is a float > 0 (an epsilon); with `finite=True`
+    also not infinite."""
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
         or not float(value) > 0.0
+        or (finite and not math.isfinite(value))
     ):
         raise invalid(name, "a positive float", value)
+    return float(value)
+
+
+def non_negative_float(name, value):
+    """Check that `value` is a finite float >= 0 (a time, a penalty)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise invalid(name, "a float >= 0", value)
     return float(value)
 
 

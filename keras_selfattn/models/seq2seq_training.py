@@ -225,7 +225,7 @@ def train_seq2seq(
     # Checked now, not after hours of training.
     _validation.one_of("decoding", decoding, ("greedy", "beam"))
     _validation.positive_int("beam_width", beam_width)
-    training._non_negative_float("length_penalty", length_penalty)
+    _validation.non_negative_float("length_penalty", length_penalty)
     _validation.non_negative_int("no_repeat_ngram_size", no_repeat_ngram_size)
     _validation.positive_int("max_eval_rows", max_eval_rows, allow_none=True)
     _validation.positive_int(
@@ -235,8 +235,10 @@ def train_seq2seq(
     _validation.positive_int("epochs", epochs)
     _validation.positive_int("max_steps", max_steps, allow_none=True)
     if time_budget_minutes is not None:
-        training._non_negative_float("time_budget_minutes", time_budget_minutes)
-    training._positive_float("learning_rate", learning_rate)
+        _validation.non_negative_float(
+            "time_budget_minutes", time_budget_minutes
+        )
+    _validation.positive_float("learning_rate", learning_rate, finite=True)
     _validation.one_of("lr_schedule", lr_schedule, training.SCHEDULES)
     _validation.non_negative_int("warmup_steps", warmup_steps)
     _validation.one_of("strategy", strategy, training.STRATEGIES)

@@ -156,14 +156,9 @@ class TextGenerator(keras.layers.Layer):
             )
         method = _validation.one_of("method", method, ("greedy", "beam"))
         beam_width = _validation.positive_int("beam_width", beam_width)
-        if (
-            isinstance(length_penalty, bool)
-            or not isinstance(length_penalty, (int, float))
-            or length_penalty < 0
-        ):
-            raise _validation.invalid(
-                "length_penalty", "a float >= 0", length_penalty
-            )
+        length_penalty = _validation.non_negative_float(
+            "length_penalty", length_penalty
+        )
         tidy = _validation.boolean("tidy", tidy)
         no_repeat_ngram_size = _validation.non_negative_int(
             "no_repeat_ngram_size", no_repeat_ngram_size

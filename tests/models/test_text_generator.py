@@ -209,6 +209,8 @@ def test_invalid_arguments():
         TextGenerator(source, target, model, beam_width=0)
     with pytest.raises(ValueError, match="`length_penalty`"):
         TextGenerator(source, target, model, length_penalty=-1.0)
+    with pytest.raises(ValueError, match="`length_penalty`"):
+        TextGenerator(source, target, model, length_penalty=float("nan"))
     with pytest.raises(TypeError, match="`seq2seq`"):
         TextGenerator(source, target, "not a model")
     too_long = WordPieceTokenizer(VOCAB, sequence_length=8)
