@@ -11,6 +11,7 @@ Usage:
 
     python benchmarks/attention_speed.py
     python benchmarks/attention_speed.py --configs 8x512 --repeats 9
+    python benchmarks/attention_speed.py --unknown-batch  # as `fit` traces
 """
 
 import argparse
@@ -77,10 +78,10 @@ def make_layers(impl):
     return ours, theirs
 
 
-def train_step(layer, call):
+def train_step(layer, call, signature=None):
     weights = layer.trainable_weights
 
-    @tf.function
+    @tf.function(input_signature=signature)
     def step(x, upstream):
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -118,6 +119,11 @@ def main(argv=None):
     parser.add_argument(
         "--impl", default="auto", help="attention_impl, or 'none'"
     )
+    parser.add_argument(
+        "--unknown-batch",
+        action="store_true",
+        help="trace the steps with a `None` batch size, as `Model.fit` does",
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
@@ -125,6 +131,8 @@ def main(argv=None):
     ceiling = matmul_ceiling()
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"width {WIDTH}, {HEADS} heads, key_dim {KEY_DIM}, float32, fwd+bwd")
+    if args.unknown_batch:
+        print("steps traced with an unknown (None) batch size")
     print()
     header = (
         "| batch x length | ours (ms) | Keras MHA (ms) | speed-up "
@@ -139,9 +147,14 @@ def main(argv=None):
         upstream = tf.constant(
             rng.normal(size=(batch, length, WIDTH)), "float32"
         )
+        signature = None
+        if args.unknown_batch:
+            signature = [tf.TensorSpec((None, length, WIDTH), "float32")] * 2
         steps = [
-            train_step(ours, ours),
-            train_step(theirs, lambda x, theirs=theirs: theirs(x, x)),
+            train_step(ours, ours, signature),
+            train_step(
+                theirs, lambda x, theirs=theirs: theirs(x, x), signature
+            ),
         ]
         t_ours, t_theirs = measure(
             steps, x, upstream, args.warmup, args.repeats

@@ -540,7 +540,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         by `1 / sqrt(key_dim)` (additive-score queries are never scaled).
 
         With `need_probs=False` the returned probabilities are `None`, which
-        allows the faster dense path (`_chunked_attention.dense_attention`).
+        allows the faster dense path
+        (`_chunked_attention.grouped_dense_attention`).
         """
         if (
             self.score == "dot_product"
@@ -549,7 +550,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         ):
             # The fast dense path: a hand-written backward pass.
             head_mask = None if mask is None else mask[:, None, :, :]
-            context_heads = _chunked_attention.dense_attention(
+            context_heads = _chunked_attention.grouped_dense_attention(
                 query, key, value, head_mask
             )  # (B, N, T_q, V)
             return self._finish(context_heads, mask), None

@@ -1,0 +1,279 @@
+"""Tests for `_chunked_attention.grouped_dense_attention`, the dense fast
+path run as independent groups of batch elements, heads and query rows:
+the split it picks, and that it equals the ungrouped maths (outputs and
+gradients) for every split, mask shape and call mode."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from keras_selfattn import MultiHeadSelfAttention
+from keras_selfattn import TransformerDecoderBlock
+from keras_selfattn.layers import _chunked_attention
+from tests import harness
+from tests.layers.test_attention_impl import _assert_same
+from tests.layers.test_attention_impl import _outputs_and_grads
+
+groups = _chunked_attention.attention_groups
+
+
+# --------------------------------------------------------------------------
+# The split.
+
+
+def test_groups_at_the_benchmark_shapes():
+    # About 2**20 scores per group: batch first, then heads, then rows.
+    assert groups(32, 8, 128, 128) == (4, 1, 1)
+    assert groups(8, 8, 512, 512) == (8, 2, 1)
+    assert groups(2, 8, 2048, 2048) == (2, 8, 4)
+
+
+def test_small_or_unknown_problems_are_not_split():
+    assert groups(1, 8, 64, 64) == (1, 1, 1)
+    assert groups(16, 8, 64, 64) == (1, 1, 1)  # exactly 2**19 scores
+    assert groups(4, None, 512, 512) == (1, 1, 1)
+    assert groups(4, 8, None, 512) == (1, 1, 1)
+    assert groups(4, 8, 512, None) == (1, 1, 1)
+    # A cached decoding step (one query row) with an unknown batch.
+    assert groups(None, 8, 1, 4096) == (1, 1, 1)
+
+
+def test_unknown_batch_is_estimated_and_never_split():
+    # 4,096 tokens assumed: 32 x 128 -> four groups of two heads.
+    assert groups(None, 8, 128, 128) == (1, 4, 1)
+    nb, nh, nq = groups(None, 8, 2048, 2048)
+    assert nb == 1 and nh == 8 and nq == 8
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 5, 1500, 1500), (1, 8, 8192, 8192), (7, 3, 333, 1000), (64, 1, 1, 9)],
+)
+def test_groups_are_valid(shape):
+    batch, heads, query_len, _ = shape
+    nb, nh, nq = groups(*shape)
+    assert batch % nb == 0
+    assert heads % nh == 0 or nh == heads
+    assert 1 <= nq <= query_len
+    assert nb * nh * nq <= 2 * _chunked_attention._MAX_GROUPS
+
+
+# --------------------------------------------------------------------------
+# Grouped == ungrouped, on the attention core.
+
+
+def _core_grads(attend, q, k, v, mask, upstream):
+    with tf.GradientTape() as tape:
+        tape.watch([q, k, v])
+        out = attend(q, k, v, mask)
+        loss = tf.reduce_sum(out * upstream)
+    return [out, *tape.gradient(loss, [q, k, v])]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    heads=st.integers(1, 4),
+    query_len=st.integers(1, 9),
+    key_len=st.integers(1, 9),
+    elements=st.sampled_from([1, 5, 17, 60]),
+    mask_kind=st.sampled_from(["none", "full", "batch1", "row1", "key1"]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_grouped_equals_dense(
+    batch, heads, query_len, key_len, elements, mask_kind, seed
+):
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape):
+        return tf.constant(rng.normal(size=shape).astype("float32"))
+
+    q = normal(batch, heads, query_len, 4)
+    k = normal(batch, heads, key_len, 4)
+    v = normal(batch, heads, key_len, 3)
+    upstream = normal(batch, heads, query_len, 3)
+    mask_shape = {
+        "none": None,
+        "full": (batch, 1, query_len, key_len),
+        "batch1": (1, 1, query_len, key_len),
+        "row1": (batch, 1, 1, key_len),  # padding of the keys only
+        "key1": (batch, 1, query_len, 1),  # padding of the queries only
+    }[mask_kind]
+    mask = None
+    if mask_shape is not None:
+        mask = tf.constant(rng.random(mask_shape) < 0.7)
+    expected = _core_grads(
+        _chunked_attention.dense_attention, q, k, v, mask, upstream
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_chunked_attention, "_GROUP_ELEMENTS", elements)
+        actual = _core_grads(
+            _chunked_attention.grouped_dense_attention,
+            q,
+            k,
+            v,
+            mask,
+            upstream,
+        )
+    for name, a, e in zip(
+        ["out", "dq", "dk", "dv"], actual, expected, strict=True
+    ):
+        harness.assert_close(a, e, 1e-5, name)
+        assert np.all(np.isfinite(harness.to_numpy(a))), name
+    if mask is not None:
+        # A row with no allowed key: exact zeros, as ungrouped.
+        empty = ~np.broadcast_to(
+            np.any(harness.to_numpy(mask), axis=-1),
+            (batch, heads, query_len),
+        )
+        assert np.all(harness.to_numpy(actual[0])[empty] == 0.0)
+
+
+def test_grouped_really_splits(monkeypatch):
+    # The property test is only worth something if groups are formed.
+    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 5)
+    calls = []
+    original = _chunked_attention.dense_attention
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_chunked_attention, "dense_attention", spy)
+    q = tf.ones((2, 3, 5, 4))
+    _chunked_attention.grouped_dense_attention(q, q, q)
+    # 150 scores / 5 -> 30 groups: 2 batch x 3 heads x 5 rows.
+    assert len(calls) == 30
+    assert all(shape == (1, 1, 1, 4) for shape in calls)
+
+
+def test_mask_of_unknown_size_along_a_split_axis_is_not_split(monkeypatch):
+    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 5)
+    q = tf.random.normal((2, 3, 5, 4))
+    mask = tf.constant(np.random.default_rng(0).random((2, 1, 5, 5)) < 0.7)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 1, None, 5), tf.bool)])
+    def run(mask):
+        return _chunked_attention.grouped_dense_attention(q, q, q, mask)
+
+    harness.assert_close(
+        run(mask),
+        _chunked_attention.dense_attention(q, q, q, mask),
+        1e-6,
+        "outputs",
+    )
+
+
+# --------------------------------------------------------------------------
+# Grouped == reference, through the layers.
+
+BATCH, LENGTH, WIDTH, HEADS = 3, 7, 12, 3
+
+
+def _layers(**kwargs):
+    """The grouped fast path and the autodiff reference, same weights."""
+    x = np.random.default_rng(0).normal(size=(BATCH, LENGTH, WIDTH))
+    x = x.astype("float32")
+    fast = MultiHeadSelfAttention(HEADS, **kwargs)
+    fast(x)
+    rng = np.random.default_rng(1)
+    for w in fast.weights:
+        w.assign(rng.normal(size=w.shape).astype("float32") * 0.5)
+
+    def reference(x, **call):
+        # Asking for the scores takes the autodiff path.
+        return fast(x, return_attention_scores=True, **call)[0]
+
+    reference.trainable_weights = fast.trainable_weights
+    return x, fast, reference
+
+
+def _call_kwargs():
+    rng = np.random.default_rng(2)
+    mask = rng.random((BATCH, LENGTH)) < 0.7
+    mask[1] = False  # a fully padded row
+    attention = rng.random((BATCH, LENGTH, LENGTH)) < 0.8
+    return {"mask": mask, "attention_mask": attention}
+
+
+@pytest.mark.parametrize("elements", [1, 7, 40])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"causal": True}, {"window": 2}, {"key_dim": 5, "value_dim": 2}],
+)
+def test_layer_grouped_matches_autodiff(monkeypatch, elements, kwargs):
+    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", elements)
+    x, fast, reference = _layers(**kwargs)
+    call = _call_kwargs()
+    actual = _outputs_and_grads(fast, x, **call)
+    _assert_same(actual, _outputs_and_grads(reference, x, **call))
+    assert np.all(actual["outputs"][~call["mask"]] == 0.0)
+    assert np.all(actual["inputs"][1] == 0.0), "gradient into the empty row"
+
+
+def test_layer_grouped_with_unknown_batch_and_under_xla(monkeypatch):
+    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 7)
+    x, fast, reference = _layers(causal=True)
+    mask = _call_kwargs()["mask"]
+    expected = _outputs_and_grads(reference, x, mask=mask)
+    names = ["outputs", "inputs"]
+    names += [w.path.split("/")[-1] for w in fast.trainable_weights]
+
+    def step(x, mask):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fast(x, mask=mask)
+            loss = tf.reduce_sum(tf.square(y)) + tf.reduce_sum(y)
+        return [y, *tape.gradient(loss, [x, *fast.trainable_weights])]
+
+    signature = [
+        tf.TensorSpec((None, LENGTH, WIDTH), tf.float32),
+        tf.TensorSpec((None, LENGTH), tf.bool),
+    ]
+    for jit in (False, True):
+        run = tf.function(step, input_signature=signature, jit_compile=jit)
+        actual = run(tf.constant(x), tf.constant(mask))
+        _assert_same(
+            {
+                n: harness.to_numpy(t)
+                for n, t in zip(names, actual, strict=True)
+            },
+            expected,
+            rel=1e-4 if jit else 1e-5,
+        )
+
+
+def test_decoder_cross_attention_grouped(monkeypatch):
+    # The decoder's self- and cross-attention share the fast path.
+    rng = np.random.default_rng(3)
+    target = rng.normal(size=(2, 5, 8)).astype("float32")
+    source = rng.normal(size=(2, 6, 8)).astype("float32")
+    block = TransformerDecoderBlock(2, 16, dropout=0.0)
+    expected = block(target, source)
+    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 3)
+    harness.assert_close(block(target, source), expected, 1e-5, "decoder")
+
+
+@pytest.mark.parametrize(
+    "check", ["train", "mixed_precision", "masking", "export", "xla"]
+)
+def test_contract_grouped(monkeypatch, check):
+    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 7)
+    rng = np.random.default_rng(4)
+    mask = rng.random((BATCH, LENGTH)) < 0.7
+    mask[0, 0], mask[0, -1] = True, False
+    mask[1] = False  # a fully padded row
+    harness.CHECKS[check](
+        harness.LayerSpec(
+            cls=MultiHeadSelfAttention,
+            init_kwargs={"num_heads": HEADS},
+            input_data=rng.normal(size=(BATCH, LENGTH, WIDTH)).astype(
+                "float32"
+            ),
+            mask=mask,
+            expected_num_trainable_weights=8,
+        )
+    )
