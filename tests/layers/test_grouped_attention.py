@@ -50,13 +50,22 @@ def test_unknown_batch_is_estimated_and_never_split():
 
 @pytest.mark.parametrize(
     "shape",
-    [(3, 5, 1500, 1500), (1, 8, 8192, 8192), (7, 3, 333, 1000), (64, 1, 1, 9)],
+    [
+        (3, 5, 1500, 1500),
+        (1, 8, 8192, 8192),
+        (7, 3, 333, 1000),
+        (64, 1, 1, 9),
+        (6, 8, 256, 342),
+    ],
 )
 def test_groups_are_valid(shape):
     batch, heads, query_len, _ = shape
     nb, nh, nq = groups(*shape)
     assert batch % nb == 0
     assert heads % nh == 0 or nh == heads
+    # Heads are split only within single batch elements (contiguous runs
+    # of the flattened (batch, head) pairs).
+    assert nh == 1 or nb == batch
     assert 1 <= nq <= query_len
     assert nb * nh * nq <= 2 * _chunked_attention._MAX_GROUPS
 
