@@ -3,6 +3,7 @@ network and the residual + layer-norm wiring around each sub-layer."""
 
 import keras
 
+from keras_selfattn.layers import _layer_norm
 from keras_selfattn.layers import _masking
 from keras_selfattn.layers import _validation
 from keras_selfattn.layers._initializers import clone_initializer
@@ -86,10 +87,10 @@ class TransformerLayer(keras.layers.Layer):
 
     def _norm_and_dropout(self, prefix, input_shape, seed_offset):
         """The `LayerNormalization` and residual `Dropout` of a sub-layer."""
-        # Keras' layer normalization computes in float32 even for float16
-        # inputs (`ops.layer_normalization` upcasts), so `dtype_policy` is
-        # safe under mixed precision.
-        norm = keras.layers.LayerNormalization(
+        # Keras' layer normalization with a hand-written backward pass (the
+        # same weights). It computes in float32 even for float16 inputs, so
+        # `dtype_policy` is safe under mixed precision.
+        norm = _layer_norm.LayerNormalization(
             epsilon=self.layer_norm_epsilon,
             dtype=self.dtype_policy,
             name=f"{prefix}_layer_norm",
