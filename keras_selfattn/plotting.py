@@ -4,6 +4,8 @@ import importlib
 
 import numpy as np
 
+from keras_selfattn.layers import _validation
+
 
 def plot_attention(
     weights, query_tokens, key_tokens, path, title=None, max_heads=4
@@ -18,7 +20,9 @@ def plot_attention(
         key_tokens: list of str, labels for the columns (keys).
         path: str, where to write the PNG.
         title: str or `None`, a figure title.
-        max_heads: int, the most heads to draw side by side. Defaults to 4.
+        max_heads: int >= 1, the most heads to draw side by side: the first
+            `max_heads`, each titled "head i of n" so a partial view says
+            so. Defaults to 4.
 
     Returns:
         `path`.
@@ -33,6 +37,7 @@ def plot_attention(
     >>> plot_attention(weights, ["a", "b", "c"], ["a", "b", "c"], path) == path
     True
     """
+    max_heads = _validation.positive_int("max_heads", max_heads)
     matplotlib = importlib.import_module("matplotlib")
     matplotlib.use("Agg")  # no display needed
     plt = importlib.import_module("matplotlib.pyplot")
@@ -65,7 +70,7 @@ def plot_attention(
         ax.set_yticklabels(query_tokens)
         ax.set_xlabel("key")
         ax.set_ylabel("query")
-        ax.set_title(f"head {h}")
+        ax.set_title(f"head {h + 1} of {heads}")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     if title:
         fig.suptitle(title)
