@@ -474,29 +474,15 @@ _MAX_GROUPS = 128
 _ASSUMED_TOKENS = 2**12
 
 
-def _smallest_divisor_at_least(n, k):
-    """The smallest divisor of `n` that is `>= k` (`n` if none is)."""
-    for d in range(max(k, 1), n + 1):
-        if n % d == 0:
-            return d
-    return n
-
-
-def _largest_divisor_at_most(n, k):
-    for d in range(min(k, n), 0, -1):
-        if n % d == 0:
-            return d
-    return 1
-
-
 def attention_groups(batch_size, num_heads, query_len, key_len):
     """How `grouped_dense_attention` splits the work: `(nb, nh, nq)`.
 
     Splits batch first, then heads (only once every batch element is its
-    own group), then query rows, until each group holds about
-    `_GROUP_ELEMENTS` scores. Only static sizes are split; an unknown batch
-    size is estimated from `_ASSUMED_TOKENS` (and never split). Small
-    problems are not split at all.
+    own group), then query rows, into parts that differ by at most one
+    element, until each group holds about `_GROUP_ELEMENTS` scores (at most
+    about `2 * _MAX_GROUPS` groups). Only static sizes are split; an
+    unknown batch size is estimated from `_ASSUMED_TOKENS` (and never
+    split). Small problems are not split at all.
 
     Args:
         batch_size: int or `None`.
@@ -515,13 +501,14 @@ def attention_groups(batch_size, num_heads, query_len, key_len):
     wanted = min(-(-total // _GROUP_ELEMENTS), _MAX_GROUPS)
     if wanted <= 1:
         return 1, 1, 1
-    nb = _largest_divisor_at_most(batch_size, wanted) if batch_size else 1
-    if batch_size and nb < min(batch_size, wanted):
-        # Heads are only split within single batch elements, so that every
-        # group is a contiguous run of the flattened (batch, head) pairs.
-        nb = batch_size
+    # Parts may differ by one element (`_even_sizes`): no divisor needed,
+    # and the count stays bounded for any batch size.
+    nb = min(batch_size, wanted) if batch_size else 1
     rest = -(-wanted // nb)
-    nh = _smallest_divisor_at_least(num_heads, rest) if rest > 1 else 1
+    # Heads are split only once every batch element is its own group
+    # (`rest > 1` implies it), so that every group is a contiguous run of
+    # the flattened (batch, head) pairs.
+    nh = min(rest, num_heads)
     rest = -(-rest // nh)
     nq = min(rest, query_len)
     return nb, nh, nq
@@ -559,11 +546,17 @@ def grouped_dense_attention(query, key, value, mask=None):
         query: `(B, N, T_q, H)`, already multiplied by `1 / sqrt(H)`.
         key: `(B, N, T_k, H)`.
         value: `(B, N, T_k, V)`.
-        mask: bool `(B|1, N|1, T_q|1, T_k|1)`, or `None`.
+        mask: bool `(B|1, N|1, T_q|1, T_k|1)` (rank 4), or `None`.
 
     Returns:
         The mixed values `(B, N, T_q, V)`, as `dense_attention`.
     """
+    if mask is not None and len(mask.shape) != 4:
+        raise ValueError(
+            "Received an invalid value for argument `mask`, expected a "
+            "rank-4 bool tensor `(B|1, N|1, T_q|1, T_k|1)`. Received: "
+            f"mask.shape={mask.shape}"
+        )
     batch, heads, query_len, _ = query.shape
     nb, nh, nq = attention_groups(batch, heads, query_len, key.shape[2])
     if mask is not None and any(

@@ -118,7 +118,15 @@ class CrossAttention(MultiHeadSelfAttention):
             key_mask=context_mask,
             attention_mask=attention_mask,
         )
-        outputs, scores = self._attend(query, context, merged, training)
+        # Without a request for the scores, the dense fast path (grouped,
+        # with a hand-written backward pass).
+        outputs, scores = self._attend(
+            query,
+            context,
+            merged,
+            training,
+            need_probs=bool(return_attention_scores),
+        )
         _masking.set_keras_mask(outputs, query_mask)
         if return_attention_scores:
             return outputs, scores

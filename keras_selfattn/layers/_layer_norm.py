@@ -8,8 +8,8 @@ Transformer block's training step on a CPU. The analytic gradient
     dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)),  g = dy * gamma
 
 needs a handful, from the normalized values and `rstd` kept by the forward
-pass. Same weights, same float32 arithmetic (also under mixed precision),
-same results to float32 rounding.
+pass. Same weights, the same compute dtype as Keras (float32, also under
+mixed precision; float64 for float64), the same results to rounding.
 """
 
 import keras
@@ -20,13 +20,13 @@ def layer_norm(x, gamma, beta, epsilon):
     """`(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis.
 
     Args:
-        x: float32 `(..., D)`.
-        gamma: float32 `(D,)` tensor (not a variable).
-        beta: float32 `(D,)` tensor (not a variable).
+        x: float `(..., D)` (float32 or float64).
+        gamma: `(D,)` tensor of `x`'s dtype (not a variable).
+        beta: `(D,)` tensor of `x`'s dtype (not a variable).
         epsilon: float, added to the variance.
 
     Returns:
-        float32 `(..., D)`.
+        `(..., D)`, in `x`'s dtype.
     """
 
     @ops.custom_gradient
@@ -75,12 +75,14 @@ class LayerNormalization(keras.layers.LayerNormalization):
         last = axis is not None and axis in (-1, len(inputs.shape) - 1)
         if not (last and self.center and self.scale) or self.rms_scaling:
             return super().call(inputs)
-        # Variables are read as tensors first: a custom gradient may not
-        # capture them.
+        # float32 for float16/bfloat16/float32 inputs, float64 for float64,
+        # as Keras. Variables are read as tensors first: a custom gradient
+        # may not capture them.
+        dtype = keras.backend.result_type(inputs.dtype, "float32")
         outputs = layer_norm(
-            ops.cast(inputs, "float32"),
-            ops.cast(self.gamma, "float32"),
-            ops.cast(self.beta, "float32"),
+            ops.cast(inputs, dtype),
+            ops.cast(self.gamma, dtype),
+            ops.cast(self.beta, dtype),
             self.epsilon,
         )
         return ops.cast(outputs, self.compute_dtype)

@@ -407,20 +407,24 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             y = y + bias[None, :, None, :]
         return y
 
-    def _attend(self, query_inputs, context, mask, training):
+    def _attend(self, query_inputs, context, mask, training, need_probs=True):
         """Attention of `query_inputs` over `context` under a bool `mask`.
 
         Args:
             query_inputs: `(B, T_q, D_q)`.
             context: `(B, T_k, D_k)`.
             mask: bool broadcastable to `(B, T_q, T_k)`, or `None`.
+            need_probs: bool; `False` allows the faster dense path (the
+                returned probabilities may then be `None`).
 
         Returns:
             `(outputs (B, T_q, output_dim), probs (B, N, T_q, T_k))`.
         """
         query = self._project_query(query_inputs)  # (B, N, T_q, H)
         key, value = self._project_key_value(context)  # (B, N, T_k, H|V)
-        return self._attend_projected(query, key, value, mask, training)
+        return self._attend_projected(
+            query, key, value, mask, training, need_probs
+        )
 
     def _project_query(self, query_inputs):
         """`(B, T_q, D_q)` -> queries `(B, N, T_q, H)`."""
@@ -514,7 +518,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             outputs = outputs + self.output_bias
         return ops.reshape(outputs, (shape[0], shape[2], out_dim))
 
-    def _attend_projected(self, query, key, value, mask, training):
+    def _attend_projected(
+        self, query, key, value, mask, training, need_probs=True
+    ):
         """Scores, masked softmax, value mixing and output projection.
 
         Args:
@@ -522,6 +528,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             key: `(B, N, T_k, H)`.
             value: `(B, N, T_k, V)`.
             mask: bool broadcastable to `(B, T_q, T_k)`, or `None`.
+            need_probs: bool, as in `_attend`.
 
         Returns:
             `(outputs (B, T_q, output_dim), probs (B, N, T_q, T_k))`.
@@ -531,7 +538,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             query = query * ops.cast(
                 1.0 / math.sqrt(self._key_dim), query.dtype
             )
-        return self._attend_scaled(query, key, value, mask, training)
+        return self._attend_scaled(
+            query, key, value, mask, training, need_probs
+        )
 
     def _attend_scaled(
         self, query, key, value, mask, training, need_probs=True

@@ -56,18 +56,29 @@ def test_unknown_batch_is_estimated_and_never_split():
         (7, 3, 333, 1000),
         (64, 1, 1, 9),
         (6, 8, 256, 342),
+        # Batch sizes with no divisor near the wanted count.
+        (1000, 8, 64, 64),
+        (509, 8, 128, 128),
+        (1021, 8, 512, 512),
+        (64, 127, 128, 128),
     ],
 )
-def test_groups_are_valid(shape):
+def test_groups_are_valid_and_bounded(shape):
     batch, heads, query_len, _ = shape
     nb, nh, nq = groups(*shape)
-    assert batch % nb == 0
-    assert heads % nh == 0 or nh == heads
+    assert 1 <= nb <= batch and 1 <= nh <= heads and 1 <= nq <= query_len
     # Heads are split only within single batch elements (contiguous runs
     # of the flattened (batch, head) pairs).
     assert nh == 1 or nb == batch
-    assert 1 <= nq <= query_len
     assert nb * nh * nq <= 2 * _chunked_attention._MAX_GROUPS
+
+
+def test_a_rank_3_mask_is_refused():
+    q = tf.zeros((2, 3, 5, 4))
+    with pytest.raises(ValueError, match="argument `mask`.*rank-4"):
+        _chunked_attention.grouped_dense_attention(
+            q, q, q, tf.ones((2, 5, 5), tf.bool)
+        )
 
 
 # --------------------------------------------------------------------------
@@ -84,12 +95,14 @@ def _core_grads(attend, q, k, v, mask, upstream):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    batch=st.integers(1, 3),
+    batch=st.integers(1, 5),
     heads=st.integers(1, 4),
     query_len=st.integers(1, 9),
     key_len=st.integers(1, 9),
     elements=st.sampled_from([1, 5, 17, 60]),
-    mask_kind=st.sampled_from(["none", "full", "batch1", "row1", "key1"]),
+    mask_kind=st.sampled_from(
+        ["none", "full", "heads", "batch1", "row1", "key1"]
+    ),
     seed=st.integers(0, 2**16),
 )
 def test_property_grouped_equals_dense(
@@ -107,6 +120,7 @@ def test_property_grouped_equals_dense(
     mask_shape = {
         "none": None,
         "full": (batch, 1, query_len, key_len),
+        "heads": (batch, heads, query_len, key_len),  # a mask per head
         "batch1": (1, 1, query_len, key_len),
         "row1": (batch, 1, 1, key_len),  # padding of the keys only
         "key1": (batch, 1, query_len, 1),  # padding of the queries only
@@ -255,15 +269,71 @@ def test_layer_grouped_with_unknown_batch_and_under_xla(monkeypatch):
         )
 
 
-def test_decoder_cross_attention_grouped(monkeypatch):
-    # The decoder's self- and cross-attention share the fast path.
+@pytest.mark.parametrize("elements", [3, 2**20])
+def test_decoder_grouped_matches_autodiff(monkeypatch, elements):
+    # Self- and cross-attention (T_q != T_k) take the grouped fast path
+    # unless the scores are asked for, which takes plain autodiff.
+    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", elements)
+    calls = []
+    original = _chunked_attention.grouped_dense_attention
+
+    def spy(query, key, *args, **kwargs):
+        calls.append((query.shape[2], key.shape[2]))
+        return original(query, key, *args, **kwargs)
+
+    monkeypatch.setattr(_chunked_attention, "grouped_dense_attention", spy)
     rng = np.random.default_rng(3)
-    target = rng.normal(size=(2, 5, 8)).astype("float32")
-    source = rng.normal(size=(2, 6, 8)).astype("float32")
+    target = tf.constant(rng.normal(size=(3, 5, 8)).astype("float32"))
+    source = tf.constant(rng.normal(size=(3, 6, 8)).astype("float32"))
+    target_mask = tf.constant(rng.random((3, 5)) < 0.8)
+    source_mask = tf.constant(rng.random((3, 6)) < 0.7)
     block = TransformerDecoderBlock(2, 16, dropout=0.0)
-    expected = block(target, source)
-    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 3)
-    harness.assert_close(block(target, source), expected, 1e-5, "decoder")
+    block(target, source)
+    for w in block.weights:
+        w.assign(rng.normal(size=w.shape).astype("float32") * 0.5)
+
+    def run(scores):
+        with tf.GradientTape() as tape:
+            tape.watch([target, source])
+            y = block(
+                target,
+                source,
+                mask=target_mask,
+                encoder_mask=source_mask,
+                return_attention_scores=scores,
+            )
+            y = y[0] if scores else y
+            loss = tf.reduce_sum(tf.sin(y))
+        variables = [target, source, *block.trainable_weights]
+        return [y, *tape.gradient(loss, variables)]
+
+    calls.clear()
+    fast = run(False)
+    assert sorted(calls) == [(5, 5), (5, 6)], "self- and cross-attention"
+    calls.clear()
+    reference = run(True)
+    assert not calls
+    for a, e in zip(fast, reference, strict=True):
+        harness.assert_close(a, e, 1e-5, "decoder")
+
+
+def test_layer_default_groups_with_a_static_batch():
+    # No monkeypatch: batch 8 x 4 heads x 256^2 scores -> two batch groups.
+    assert groups(8, 4, 256, 256) == (2, 1, 1)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(8, 256, 16)).astype("float32")
+    mask = rng.random((8, 256)) < 0.9
+    layer = MultiHeadSelfAttention(4, causal=True)
+    layer(x)
+
+    def reference(x, **call):
+        return layer(x, return_attention_scores=True, **call)[0]
+
+    reference.trainable_weights = layer.trainable_weights
+    _assert_same(
+        _outputs_and_grads(layer, x, mask=mask),
+        _outputs_and_grads(reference, x, mask=mask),
+    )
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,9 @@ def _outputs_and_grads(layer, x, upstream):
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = layer(x)
-        loss = tf.reduce_sum(tf.cast(y, "float32") * upstream)
+        # float32 for the mixed-precision outputs, float64 for float64.
+        dtype = "float64" if y.dtype == tf.float64 else "float32"
+        loss = tf.reduce_sum(tf.cast(y, dtype) * tf.cast(upstream, dtype))
     grads = tape.gradient(loss, [x, *layer.trainable_weights])
     return [harness.to_numpy(t) for t in (y, *grads)]
 
@@ -167,3 +169,17 @@ def test_blocks_match_keras_layer_norm(monkeypatch, norm_first):
 
         for a, e in zip(run(ours), run(stock), strict=True):
             harness.assert_close(a, e, 1e-4, cls.__name__)
+
+
+def test_float64_computes_in_float64():
+    # As Keras: a float64 policy normalizes in float64.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4, 16, 64))
+    ours, stock = _pair(x.shape, 6, dtype="float64")
+    gamma, beta = (np.asarray(w, "float64") for w in stock.get_weights())
+    upstream = rng.normal(size=x.shape)
+    exact = _reference(x, gamma, beta, 1e-3, upstream)
+    actual = _outputs_and_grads(ours, x, upstream)
+    assert ours(x).dtype == tf.float64
+    for a, e in zip(actual, exact, strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-10)
