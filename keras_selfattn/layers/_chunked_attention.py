@@ -219,18 +219,44 @@ def _full_key_attention(
             None,
         )
 
-    def block_probs(q, mask):
-        """float32 probabilities `(B, N, C, T')` of query block `q`."""
-        scores = ops.einsum("bnch,bnkh->bnck", q, key)
+    # Heads in independent groups within each block (as in
+    # `grouped_dense_attention`): a group's `(B, n, C, T')` temporaries stay
+    # in the last-level cache, and the groups run in parallel.
+    heads = query.shape[1]
+    elements = (query.shape[0] or 1) * heads * block * (key.shape[2] or 2**15)
+    head_parts = min(heads, max(1, -(-elements // _GROUP_ELEMENTS)))
+    head_starts = _starts(_even_sizes(heads, head_parts))
+
+    def by_head(x):
+        """`x` split into the head groups (axis 1)."""
+        if len(head_starts) == 1:
+            return [x]
+        return [x[:, h : h + size] for h, size in head_starts]
+
+    def block_probs(q, k, mask):
+        """float32 probabilities `(B, n, C, T')` of query block `q`."""
+        scores = ops.einsum("bnch,bnkh->bnck", q, k)
         return _masking.fused_masked_softmax(scores, mask)
 
     @ops.custom_gradient
     def attend(query_blocks, key, value):
+        keys, values = by_head(key), by_head(value)
+
         def forward_block(i):
             q = ops.take(query_blocks, i, axis=2)  # (B, N, C, H)
-            probs = block_probs(q, block_mask(i))
-            return ops.einsum(
-                "bnck,bnkv->bncv", ops.cast(probs, dtype), value
+            mask = block_mask(i)
+            return _concat(
+                [
+                    ops.einsum(
+                        "bnck,bnkv->bncv",
+                        ops.cast(block_probs(q_g, k_g, mask), dtype),
+                        v_g,
+                    )
+                    for q_g, k_g, v_g in zip(
+                        by_head(q), keys, values, strict=True
+                    )
+                ],
+                axis=1,
             )  # (B, N, C, V)
 
         indices = ops.arange(num_blocks, dtype="int32")
@@ -251,27 +277,40 @@ def _full_key_attention(
             delta = ops.reshape(delta, (shape[0], shape[1], num_blocks, block))
             block_ids = ops.arange(num_blocks, dtype="int32")
 
+            def backward_group(q, k, v, d_o, row_term, mask):
+                """This block's `(dQ, dK, dV)` for one head group."""
+                # Recompute the probabilities, exactly as forward.
+                probs = block_probs(q, k, mask)  # (B, n, C, T') f32
+                probs_c = ops.cast(probs, dtype)
+                d_v = ops.einsum("bnck,bncv->bnkv", probs_c, d_o)
+                d_probs = ops.einsum("bncv,bnkv->bnck", d_o, v)
+                # Masked entries have P = 0, so they get no gradient.
+                d_scores = probs * (ops.cast(d_probs, "float32") - row_term)
+                d_scores = ops.cast(d_scores, dtype)  # (B, n, C, T')
+                d_q = ops.einsum("bnck,bnkh->bnch", d_scores, k)
+                d_k = ops.einsum("bnck,bnch->bnkh", d_scores, q)
+                return d_q, d_k, d_v
+
             def backward_block(i, carry):
                 d_query, d_key, d_value = carry
-                q = ops.take(query_blocks, i, axis=2)  # (B, N, C, H)
-                d_o = ops.take(d_blocks, i, axis=2)  # (B, N, C, V)
-                # Recompute this block's probabilities, exactly as forward.
-                probs = block_probs(q, block_mask(i))  # (B, N, C, T') f32
-                probs_c = ops.cast(probs, dtype)
-                d_value = d_value + ops.cast(
-                    ops.einsum("bnck,bncv->bnkv", probs_c, d_o), "float32"
-                )  # (B, N, T', V)
-                d_probs = ops.einsum("bncv,bnkv->bnck", d_o, value)
-                # Masked entries have P = 0, so they get no gradient.
-                d_scores = probs * (
-                    ops.cast(d_probs, "float32")
-                    - ops.take(delta, i, axis=2)[..., None]
+                mask = block_mask(i)
+                parts = [
+                    backward_group(*group, mask)
+                    for group in zip(
+                        by_head(ops.take(query_blocks, i, axis=2)),
+                        keys,
+                        values,
+                        by_head(ops.take(d_blocks, i, axis=2)),
+                        by_head(ops.take(delta, i, axis=2)[..., None]),
+                        strict=True,
+                    )
+                ]
+                d_q, d_k, d_v = (
+                    _concat([part[j] for part in parts], axis=1)
+                    for j in range(3)
                 )
-                d_scores = ops.cast(d_scores, dtype)  # (B, N, C, T')
-                d_q = ops.einsum("bnck,bnkh->bnch", d_scores, key)
-                d_key = d_key + ops.cast(
-                    ops.einsum("bnck,bnch->bnkh", d_scores, q), "float32"
-                )
+                d_value = d_value + ops.cast(d_v, "float32")  # (B, N, T', V)
+                d_key = d_key + ops.cast(d_k, "float32")
                 # Write block `i` of the query gradient without a scatter.
                 here = ops.equal(block_ids, i)[None, None, :, None, None]
                 d_query = ops.where(here, d_q[:, :, None], d_query)

@@ -15,7 +15,10 @@ from keras_selfattn import TransformerDecoderBlock
 from keras_selfattn.layers import _chunked_attention
 from tests import harness
 from tests.layers.test_attention_impl import _assert_same
+from tests.layers.test_attention_impl import _inputs
+from tests.layers.test_attention_impl import _mask
 from tests.layers.test_attention_impl import _outputs_and_grads
+from tests.layers.test_attention_impl import _pair
 
 groups = _chunked_attention.attention_groups
 
@@ -334,6 +337,39 @@ def test_layer_default_groups_with_a_static_batch():
         _outputs_and_grads(layer, x, mask=mask),
         _outputs_and_grads(reference, x, mask=mask),
     )
+
+
+# 2 x 3 heads x blocks of 3 queries x 9 (padded) keys = 162 scores per
+# block: 1 -> one head per group, 100 -> groups of 2 and 1 heads.
+@pytest.mark.parametrize("elements", [1, 100])
+@pytest.mark.parametrize("kwargs", [{}, {"causal": True}])
+@pytest.mark.parametrize("with_attention_mask", [False, True])
+def test_chunked_head_groups_match_dense(
+    monkeypatch, elements, kwargs, with_attention_mask
+):
+    # The chunked path also runs each block's heads as independent groups.
+    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", elements)
+    calls = []
+    original = _chunked_attention._masking.fused_masked_softmax
+
+    def spy(scores, mask=None):
+        calls.append(scores.shape[1])
+        return original(scores, mask)
+
+    dense, chunked = _pair(**kwargs)
+    x = _inputs(seed=8)
+    call = {"mask": _mask()}
+    if with_attention_mask:
+        rng = np.random.default_rng(9)
+        call["attention_mask"] = rng.random((2, 7, 7)) < 0.7
+    expected = _outputs_and_grads(dense, x, **call)
+    monkeypatch.setattr(
+        _chunked_attention._masking, "fused_masked_softmax", spy
+    )
+    actual = _outputs_and_grads(chunked, x, **call)
+    assert set(calls) == ({1} if elements == 1 else {2, 1}), calls
+    _assert_same(actual, expected)
+    assert np.all(actual["outputs"][~_mask()] == 0.0)
 
 
 @pytest.mark.parametrize(
