@@ -407,7 +407,7 @@ def _banded_attention(
         window,
     )  # (B|1, 1, n, C, L)
     # Fold the blocks into the head axis: (B, N * n, C|L, H), so the
-    # blocks are one batched `dense_attention`.
+    # blocks are one batched (grouped) `dense_attention`.
     heads = query.shape[1]
     mask = ops.broadcast_to(
         mask, (ops.shape(mask)[0], heads, num_blocks, block, span)
@@ -417,7 +417,7 @@ def _banded_attention(
         # (B, N, n, C|L, X) -> (B, N * n, C|L, X), sizes kept static.
         return ops.reshape(x, (shape[0], -1, x.shape[3], size))
 
-    context = dense_attention(
+    context = grouped_dense_attention(
         fold(query_blocks, query.shape[-1]),
         fold(key_span, query.shape[-1]),
         fold(value_span, value.shape[-1]),

@@ -373,9 +373,45 @@ def test_chunked_head_groups_match_dense(
 
 
 @pytest.mark.parametrize(
+    "kwargs", [{"window": 2}, {"window": 1, "causal": True}]
+)
+@pytest.mark.parametrize("with_attention_mask", [False, True])
+def test_banded_groups_match_dense(monkeypatch, kwargs, with_attention_mask):
+    # With `window` the folded (batch, heads x blocks) attention is grouped.
+    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 7)
+    calls = []
+    original = _chunked_attention.dense_attention
+
+    def spy(*args, **kw):
+        calls.append(1)
+        return original(*args, **kw)
+
+    dense, chunked = _pair(**kwargs)
+    x = _inputs(seed=10)
+    call = {"mask": _mask()}
+    if with_attention_mask:
+        rng = np.random.default_rng(11)
+        call["attention_mask"] = rng.random((2, 7, 7)) < 0.7
+    expected = _outputs_and_grads(dense, x, **call)
+    monkeypatch.setattr(_chunked_attention, "dense_attention", spy)
+    actual = _outputs_and_grads(chunked, x, **call)
+    assert len(calls) > 1, "grouped"
+    _assert_same(actual, expected)
+    assert np.all(actual["outputs"][~_mask()] == 0.0)
+
+
+@pytest.mark.parametrize(
     "check", ["train", "mixed_precision", "masking", "export", "xla"]
 )
-def test_contract_grouped(monkeypatch, check):
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},  # the dense fast path
+        {"attention_impl": "chunked", "chunk_size": 2},  # head groups
+        {"attention_impl": "chunked", "chunk_size": 2, "window": 2},
+    ],
+)
+def test_contract_grouped(monkeypatch, check, kwargs):
     monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 7)
     rng = np.random.default_rng(4)
     mask = rng.random((BATCH, LENGTH)) < 0.7
@@ -384,7 +420,7 @@ def test_contract_grouped(monkeypatch, check):
     harness.CHECKS[check](
         harness.LayerSpec(
             cls=MultiHeadSelfAttention,
-            init_kwargs={"num_heads": HEADS},
+            init_kwargs={"num_heads": HEADS, **kwargs},
             input_data=rng.normal(size=(BATCH, LENGTH, WIDTH)).astype(
                 "float32"
             ),
