@@ -32,30 +32,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 # (Keras MHA is killed at 16,384 tokens on the 24 GB machine).
 FULL = {
     "ours (attention_impl='auto')": {
-        4096: (1.33, 0.30),
-        8192: (1.60, 1.19),
-        16384: (1.63, 5.05),
-        32768: (1.88, 28.54),
+        4096: (1.24, 0.33),
+        8192: (1.43, 1.14),
+        16384: (1.62, 4.56),
+        32768: (2.04, 22.34),
     },
     "keras.layers.MultiHeadAttention": {
-        4096: (2.21, 0.33),
-        8192: (6.96, 2.23),
+        4096: (2.21, 0.36),
+        8192: (6.96, 1.26),
     },
 }
 # Same section, the sentence below the first table: our dense path at 8,192
-# tokens, 4.80 GB and 0.99 s (a separate run).
-DENSE_8192 = (4.80, 0.99)
+# tokens, 2.93 GB and 0.95 s (a separate run).
+DENSE_8192 = (2.93, 0.95)
 # Same section, second table: `window=128` (a band of 257 keys).
 WINDOW = {
     "ours, window=128, 'auto' (chunked band)": {
-        4096: (0.84, 0.11),
-        8192: (1.07, 0.22),
-        16384: (1.36, 0.49),
-        32768: (2.35, 0.92),
+        4096: (0.78, 0.06),
+        8192: (0.96, 0.11),
+        16384: (1.23, 0.22),
+        32768: (1.85, 0.44),
     },
     "ours, window=128, 'dense' (masked T x T)": {
-        4096: (1.78, 0.32),
-        8192: (5.29, 2.13),
+        4096: (1.28, 0.27),
+        8192: (3.09, 1.15),
     },
 }
 STYLES = {
@@ -94,7 +94,7 @@ def plot(path):
     ax_mem.annotate(
         "ours, 'dense' forced",
         xy=(8192, DENSE_8192[0]),
-        xytext=(9000, 4.2),
+        xytext=(9000, DENSE_8192[0] - 0.1),
         fontsize=8,
         color="C1",
     )
