@@ -339,6 +339,33 @@ def test_layer_default_groups_with_a_static_batch():
     )
 
 
+def _chunked_against_dense(
+    monkeypatch, kwargs, with_attention_mask, seed, module, name
+):
+    """Outputs and gradients of the chunked path and of the dense
+    reference, and the first argument of every chunked-path call of
+    `module.name` (a spy installed after the reference ran)."""
+    dense, chunked = _pair(**kwargs)
+    x = _inputs(seed=seed)
+    call = {"mask": _mask()}
+    if with_attention_mask:
+        rng = np.random.default_rng(seed + 1)
+        call["attention_mask"] = rng.random((2, 7, 7)) < 0.7
+    expected = _outputs_and_grads(dense, x, **call)
+    calls = []
+    original = getattr(module, name)
+
+    def spy(first, *args, **kw):
+        calls.append(first)
+        return original(first, *args, **kw)
+
+    monkeypatch.setattr(module, name, spy)
+    actual = _outputs_and_grads(chunked, x, **call)
+    _assert_same(actual, expected)
+    assert np.all(actual["outputs"][~_mask()] == 0.0)
+    return calls
+
+
 # 2 x 3 heads x blocks of 3 queries x 9 (padded) keys = 162 scores per
 # block: 1 -> one head per group, 100 -> groups of 2 and 1 heads.
 @pytest.mark.parametrize("elements", [1, 100])
@@ -349,27 +376,16 @@ def test_chunked_head_groups_match_dense(
 ):
     # The chunked path also runs each block's heads as independent groups.
     monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", elements)
-    calls = []
-    original = _chunked_attention._masking.fused_masked_softmax
-
-    def spy(scores, mask=None):
-        calls.append(scores.shape[1])
-        return original(scores, mask)
-
-    dense, chunked = _pair(**kwargs)
-    x = _inputs(seed=8)
-    call = {"mask": _mask()}
-    if with_attention_mask:
-        rng = np.random.default_rng(9)
-        call["attention_mask"] = rng.random((2, 7, 7)) < 0.7
-    expected = _outputs_and_grads(dense, x, **call)
-    monkeypatch.setattr(
-        _chunked_attention._masking, "fused_masked_softmax", spy
+    scores = _chunked_against_dense(
+        monkeypatch,
+        kwargs,
+        with_attention_mask,
+        8,
+        _chunked_attention._masking,
+        "fused_masked_softmax",
     )
-    actual = _outputs_and_grads(chunked, x, **call)
-    assert set(calls) == ({1} if elements == 1 else {2, 1}), calls
-    _assert_same(actual, expected)
-    assert np.all(actual["outputs"][~_mask()] == 0.0)
+    heads = {s.shape[1] for s in scores}
+    assert heads == ({1} if elements == 1 else {2, 1}), heads
 
 
 @pytest.mark.parametrize(
@@ -379,25 +395,15 @@ def test_chunked_head_groups_match_dense(
 def test_banded_groups_match_dense(monkeypatch, kwargs, with_attention_mask):
     # With `window` the folded (batch, heads x blocks) attention is grouped.
     monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 7)
-    calls = []
-    original = _chunked_attention.dense_attention
-
-    def spy(*args, **kw):
-        calls.append(1)
-        return original(*args, **kw)
-
-    dense, chunked = _pair(**kwargs)
-    x = _inputs(seed=10)
-    call = {"mask": _mask()}
-    if with_attention_mask:
-        rng = np.random.default_rng(11)
-        call["attention_mask"] = rng.random((2, 7, 7)) < 0.7
-    expected = _outputs_and_grads(dense, x, **call)
-    monkeypatch.setattr(_chunked_attention, "dense_attention", spy)
-    actual = _outputs_and_grads(chunked, x, **call)
-    assert len(calls) > 1, "grouped"
-    _assert_same(actual, expected)
-    assert np.all(actual["outputs"][~_mask()] == 0.0)
+    queries = _chunked_against_dense(
+        monkeypatch,
+        kwargs,
+        with_attention_mask,
+        10,
+        _chunked_attention,
+        "dense_attention",
+    )
+    assert len(queries) > 1, "grouped"
 
 
 @pytest.mark.parametrize(
