@@ -220,6 +220,8 @@ def main(argv=None, callbacks=()):
     args = parse_args(argv)
     # Before any other TensorFlow work: multi-worker set-up must come first.
     strategy = training.make_strategy(args.strategy)
+    # Only the chief writes to --output-dir (other workers: a sub-folder).
+    args.output_dir = training.worker_output_dir(args.output_dir, strategy)
     keras.utils.set_random_seed(args.seed)
     splits, label_names = load_splits(args)
     for split, (texts, _) in splits.items():

@@ -35,6 +35,7 @@ __all__ = [
     "learning_rate_schedule",
     "make_strategy",
     "tensorboard_callback",
+    "worker_output_dir",
 ]
 
 
@@ -224,8 +225,8 @@ def make_strategy(name):
     Args:
         name: `"default"` (one device), `"mirrored"` (all local devices) or
             `"multiworker"` (the cluster in the `TF_CONFIG` environment
-            variable; give each worker its own output folder, the chief's
-            holds the results).
+            variable; write through `worker_output_dir`, so that only the
+            chief writes the results).
 
     Returns:
         A `tf.distribute.Strategy`; build and compile the model under its
@@ -245,6 +246,44 @@ def make_strategy(name):
         # Reads the cluster from the TF_CONFIG environment variable.
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def worker_output_dir(output_dir, strategy):
+    """Where this process should write: `output_dir` on the chief, a
+    private sub-folder on every other worker.
+
+    Under `tf.distribute.MultiWorkerMirroredStrategy` every worker runs the
+    whole script. If they all wrote to one shared folder they would
+    overwrite each other's checkpoints, metrics and exports. The chief (the
+    `"chief"` task, or worker 0 when the cluster has none) writes to
+    `output_dir`; every other task writes its own copies to
+    `<output_dir>/workers/<task type>_<task index>`, which can be deleted
+    after training. Any other strategy, and a process outside a cluster,
+    gets `output_dir`.
+
+    Args:
+        output_dir: str, the folder of the results.
+        strategy: a `tf.distribute.Strategy` (e.g. from `make_strategy`).
+
+    Returns:
+        str, the folder this process writes to.
+
+    Example:
+
+    >>> from keras_selfattn.training import make_strategy, worker_output_dir
+    >>> worker_output_dir("runs/sst2", make_strategy("default"))
+    'runs/sst2'
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type is None:
+        return output_dir
+    task_id = int(getattr(resolver, "task_id", 0) or 0)
+    jobs = resolver.cluster_spec().as_dict()
+    chief = ("chief", 0) if "chief" in jobs else ("worker", 0)
+    if (task_type, task_id) == chief:
+        return output_dir
+    return os.path.join(output_dir, "workers", f"{task_type}_{task_id}")
 
 
 def learning_rate_schedule(

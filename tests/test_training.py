@@ -1,8 +1,10 @@
 """`keras_selfattn.training`: callbacks, strategy, schedule, resumable fit."""
 
 import argparse
+import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import types
@@ -199,6 +201,105 @@ def test_make_strategy_names_the_choices(bad):
     # TensorFlow work in the process.
     with pytest.raises(ValueError, match="`name`, expected one of 'default'"):
         training.make_strategy(bad)
+
+
+# worker_output_dir
+
+
+class _Resolver:
+    def __init__(self, jobs, task_type, task_id):
+        self.task_type, self.task_id = task_type, task_id
+        self._jobs = jobs
+
+    def cluster_spec(self):
+        return tf.train.ClusterSpec(self._jobs)
+
+
+def _strategy(jobs, task_type, task_id):
+    return types.SimpleNamespace(
+        cluster_resolver=_Resolver(jobs, task_type, task_id)
+    )
+
+
+WORKERS = {"worker": ["a:1", "b:1", "c:1"]}
+WITH_CHIEF = {"chief": ["c:1"], "worker": ["a:1", "b:1"]}
+
+
+@pytest.mark.parametrize(
+    "jobs, task_type, task_id, expected",
+    [
+        (WORKERS, "worker", 0, "out"),  # no chief task: worker 0 is chief
+        (WORKERS, "worker", 2, os.path.join("out", "workers", "worker_2")),
+        (WITH_CHIEF, "chief", 0, "out"),
+        (WITH_CHIEF, "worker", 0, os.path.join("out", "workers", "worker_0")),
+        (
+            WITH_CHIEF,
+            "evaluator",
+            0,
+            os.path.join("out", "workers", "evaluator_0"),
+        ),
+    ],
+)
+def test_worker_output_dir_in_a_cluster(jobs, task_type, task_id, expected):
+    strategy = _strategy(jobs, task_type, task_id)
+    assert training.worker_output_dir("out", strategy) == expected
+
+
+def test_worker_output_dir_outside_a_cluster():
+    for strategy in (
+        training.make_strategy("default"),
+        training.make_strategy("mirrored"),
+        types.SimpleNamespace(cluster_resolver=None),
+    ):
+        assert training.worker_output_dir("out", strategy) == "out"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_worker_output_dir_with_a_real_two_worker_cluster(tmp_path):
+    # Two local processes form a MultiWorkerMirroredStrategy cluster over
+    # localhost; only worker 0 (the chief) gets the shared folder.
+    script = os.path.join(
+        os.path.dirname(__file__), "scripts", "multiworker_output_dir.py"
+    )
+    hosts = [f"localhost:{_free_port()}" for _ in range(2)]
+    shared = str(tmp_path / "run")
+    workers = []
+    for index in range(2):
+        config = {
+            "cluster": {"worker": hosts},
+            "task": {"type": "worker", "index": index},
+        }
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps(config),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, script, shared],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    results = []
+    try:
+        for worker in workers:
+            out, err = worker.communicate(timeout=240)
+            assert worker.returncode == 0, err[-2000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for worker in workers:
+            worker.kill()
+    assert [r["replicas"] for r in results] == [2, 2]
+    assert results[0]["dir"] == shared
+    assert results[1]["dir"] == os.path.join(shared, "workers", "worker_1")
 
 
 # learning_rate_schedule

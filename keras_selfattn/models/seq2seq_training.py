@@ -108,7 +108,9 @@ def train_seq2seq(
 
     Args:
         data_dir: str, the folder of the split files.
-        output_dir: str, where everything is written (created).
+        output_dir: str, where everything is written (created); under
+            `"multiworker"` only the chief writes there, the other workers
+            write to `training.worker_output_dir`'s sub-folders.
         evaluate: callable `(sources, hypotheses, references)` (lists of
             str, the decoded test rows) returning a dict of JSON-ready
             scores, which open the metrics.
@@ -253,6 +255,8 @@ def train_seq2seq(
         )
     # Before any other TensorFlow work: multi-worker set-up must come first.
     distribution = training.make_strategy(strategy)
+    # Only the chief writes to `output_dir` (other workers: a sub-folder).
+    output_dir = training.worker_output_dir(output_dir, distribution)
     keras.utils.set_random_seed(seed)
     splits = _read_splits(
         data_dir,

@@ -1,0 +1,24 @@
+"""One worker of a local two-worker `MultiWorkerMirroredStrategy` cluster.
+
+Run as its own process, with `TF_CONFIG` set by the caller: builds the
+strategy (which connects to the other worker) and prints one JSON line with
+`training.worker_output_dir` and the number of replicas.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from keras_selfattn import training  # noqa: E402
+
+strategy = training.make_strategy("multiworker")
+print(
+    json.dumps(
+        {
+            "dir": training.worker_output_dir(sys.argv[1], strategy),
+            "replicas": strategy.num_replicas_in_sync,
+        }
+    )
+)
