@@ -13,12 +13,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from keras_selfattn import training  # noqa: E402
 
-strategy = training.make_strategy("multiworker")
-print(
-    json.dumps(
-        {
-            "dir": training.worker_output_dir(sys.argv[1], strategy),
-            "replicas": strategy.num_replicas_in_sync,
-        }
+
+def main(output_dir):
+    strategy = training.make_strategy("multiworker")
+    print(
+        json.dumps(
+            {
+                "dir": training.worker_output_dir(output_dir, strategy),
+                "replicas": strategy.num_replicas_in_sync,
+            }
+        )
     )
-)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
