@@ -36,6 +36,9 @@ from keras_selfattn.layers import _masking
 _BLOCK_ELEMENTS = 2**24
 _MIN_BLOCK = 16
 _MAX_BLOCK = 512
+# Sequence length assumed when it is unknown at trace time: a long one, so
+# that an unknown length never gets oversized blocks or groups.
+_ASSUMED_LENGTH = 2**15
 
 
 def _floor_pow2(n):
@@ -55,7 +58,7 @@ def block_size(num_heads, batch_size, seq_len, window=None):
     if window is not None:
         # Blocks about as wide as the band: the span is then 2-3 windows.
         return min(max(_floor_pow2(window), _MIN_BLOCK), _MAX_BLOCK)
-    keys = seq_len or 2**15
+    keys = seq_len or _ASSUMED_LENGTH
     block = _BLOCK_ELEMENTS // (num_heads * (batch_size or 1) * keys)
     return min(max(_floor_pow2(block), _MIN_BLOCK), _MAX_BLOCK)
 
@@ -223,15 +226,14 @@ def _full_key_attention(
     # `grouped_dense_attention`): a group's `(B, n, C, T')` temporaries stay
     # in the last-level cache, and the groups run in parallel.
     heads = query.shape[1]
-    elements = (query.shape[0] or 1) * heads * block * (key.shape[2] or 2**15)
+    keys = key.shape[2] or _ASSUMED_LENGTH
+    elements = (query.shape[0] or 1) * heads * block * keys
     head_parts = min(heads, max(1, -(-elements // _GROUP_ELEMENTS)))
-    head_starts = _starts(_even_sizes(heads, head_parts))
+    head_sizes = _even_sizes(heads, head_parts)
 
     def by_head(x):
         """`x` split into the head groups (axis 1)."""
-        if len(head_starts) == 1:
-            return [x]
-        return [x[:, h : h + size] for h, size in head_starts]
+        return _split(x, 1, head_sizes)
 
     def block_probs(q, k, mask):
         """float32 probabilities `(B, n, C, T')` of query block `q`."""
@@ -565,7 +567,7 @@ def _split(x, axis, sizes):
         return [x]
     if x.shape[axis] == 1:
         return [x] * len(sizes)
-    indices = [sum(sizes[: i + 1]) for i in range(len(sizes) - 1)]
+    indices = [start for start, _ in _starts(sizes)[1:]]
     return ops.split(x, indices, axis=axis)
 
 

@@ -352,7 +352,12 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         positions = ops.arange(ops.shape(self_key)[2], dtype="int32")
         causal = ops.less_equal(positions, index)[None, None, :]  # (1, 1, L)
         y, _ = attention._attend_projected(
-            query, self_key, self_value, causal, False, need_probs=False
+            query,
+            self_key,
+            self_value,
+            causal,
+            training=False,
+            need_probs=False,
         )
         x = self._sublayer_output(
             inputs,
