@@ -47,8 +47,28 @@ _TF_STRING = 7
 _TSTRING_SIZE = 24  # sizeof(TF_TString) on 64-bit platforms
 
 
+# TF_Code values from tensorflow/c/tf_status.h.
+_CODES = {
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+}
+
+
 class ServingError(Exception):
-    """A request the server would reject, with TF Serving-like wording."""
+    """A request the server would reject, with TF Serving-like wording;
+    `code` is the status TF Serving would answer with."""
+
+    def __init__(self, message, code="INVALID_ARGUMENT"):
+        super().__init__(message)
+        self.code = code
 
 
 # --------------------------------------------------------------------------
@@ -235,9 +255,10 @@ class CApi:
             setattr(self, name[3:], fn)
 
     def check(self, status, what):
-        if self.GetCode(status) != 0:
+        code = self.GetCode(status)
+        if code != 0:
             message = self.Message(status).decode(errors="replace")
-            raise ServingError(f"{what}: {message}")
+            raise ServingError(f"{what}: {message}", _CODES.get(code, code))
 
 
 def load_op_libraries(api, paths):
@@ -308,7 +329,9 @@ class Model:
                 api.StringInit(slot)
                 api.StringCopy(slot, data, len(data))
             return tensor
-        array = np.ascontiguousarray(array, dtype=_DTYPES[dtype_code])
+        # np.array(order="C"), not np.ascontiguousarray: that one turns a
+        # scalar into a vector, and `dims` (above) would not say so.
+        array = np.array(array, dtype=_DTYPES[dtype_code], order="C")
         tensor = api.AllocateTensor(dtype_code, dims, array.ndim, array.nbytes)
         ctypes.memmove(api.TensorData(tensor), array.ctypes.data, array.nbytes)
         return tensor
@@ -340,7 +363,8 @@ class Model:
         if signature_name not in self.signatures:
             raise ServingError(
                 f'Serving signature name: "{signature_name}" not found in '
-                f"signature def; available: {sorted(self.signatures)}"
+                f"signature def; available: {sorted(self.signatures)}",
+                "FAILED_PRECONDITION",
             )
         signature = self.signatures[signature_name]
         for name in signature["inputs"]:
@@ -406,21 +430,120 @@ class Model:
 # TF Serving's REST JSON format.
 
 
-def _decode_value(value):
-    """JSON values to Python, `{"b64": ...}` to bytes."""
-    if isinstance(value, dict) and set(value) == {"b64"}:
-        return base64.b64decode(value["b64"])
+_INT_RANGES = {
+    np.int8: (-(2**7), 2**7 - 1),
+    np.int16: (-(2**15), 2**15 - 1),
+    np.int32: (-(2**31), 2**31 - 1),
+    np.int64: (-(2**63), 2**63 - 1),
+    np.uint8: (0, 2**8 - 1),
+}
+
+
+def _json_type(value):
+    if isinstance(value, bool):
+        return "Boolean"
+    if isinstance(value, (int, float)):
+        return "Number"
+    if isinstance(value, str):
+        return "String"
+    if isinstance(value, dict):
+        return "Object"
     if isinstance(value, list):
-        return [_decode_value(v) for v in value]
+        return "Array"
+    return "Null"
+
+
+def _type_error(value, dtype_code):
+    expected = (
+        "string"
+        if dtype_code == _TF_STRING
+        else (np.dtype(_DTYPES[dtype_code]).name)
+    )
+    shown = json.dumps(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return ServingError(
+        f"JSON Value: {shown} Type: {_json_type(value)} is not of expected "
+        f"type: {expected}"
+    )
+
+
+def _leaf(value, dtype_code):
+    """One JSON scalar as the signature's dtype, strictly as TF Serving
+    parses it: a number is not a string, a bool not a number, 1.5 not an
+    integer, and integers must fit their type."""
+    if dtype_code == _TF_STRING:
+        if isinstance(value, str):
+            return value.encode("utf-8", errors="surrogatepass")
+        if isinstance(value, dict) and set(value) == {"b64"}:
+            if not isinstance(value["b64"], str):
+                raise _type_error(value, dtype_code)
+            try:
+                return base64.b64decode(value["b64"], validate=True)
+            except ValueError:
+                raise ServingError(
+                    f"Unable to base64 decode: {value['b64'][:40]!r}"
+                ) from None
+        raise _type_error(value, dtype_code)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not (dtype_code == 10 and isinstance(value, bool)):
+            raise _type_error(value, dtype_code)
+        return value
+    if dtype_code == 10:  # bool takes true/false only
+        raise _type_error(value, dtype_code)
+    kind = _DTYPES[dtype_code]
+    if kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        if not isinstance(value, int) or not low <= value <= high:
+            raise _type_error(value, dtype_code)
     return value
 
 
 def _to_array(value, info):
-    value = _decode_value(value)
-    if info["dtype"] == _TF_STRING:
-        # str or bytes, any (rectangular) nesting.
-        return np.array(value, dtype=object)
-    return np.asarray(value, dtype=_DTYPES[info["dtype"]])
+    """A JSON value (any rectangular nesting of lists) as an array of the
+    input's dtype; ragged lists and wrong leaf types are refused."""
+    code = info["dtype"]
+    if code not in _DTYPES:
+        raise ServingError(f"unsupported input dtype code {code}")
+    shape = []
+    probe = value
+    while isinstance(probe, list):
+        shape.append(len(probe))
+        if not probe:
+            break
+        probe = probe[0]
+    leaves = []
+
+    def walk(item, depth):
+        if depth == len(shape):
+            if isinstance(item, list):
+                raise ServingError(
+                    "Expected a rectangular tensor: nested lists of unequal "
+                    f"depth (a list found at depth {depth})"
+                )
+            leaves.append(_leaf(item, code))
+            return
+        if not isinstance(item, list) or len(item) != shape[depth]:
+            raise ServingError(
+                "Expected a rectangular tensor: at depth "
+                f"{depth}, expected a list of {shape[depth]} values, got "
+                f"{json.dumps(item)[:40]}"
+            )
+        for child in item:
+            walk(child, depth + 1)
+
+    walk(value, 0)
+    if code == _TF_STRING:
+        array = np.empty(len(leaves), dtype=object)
+        array[:] = leaves
+        return array.reshape(shape)
+    return np.array(leaves, dtype=_DTYPES[code]).reshape(shape)
+
+
+def _rows(values, info):
+    """The `instances` values of one input, stacked along a new batch axis
+    (each row must have the same shape)."""
+    return _to_array(list(values), info)
 
 
 def _jsonable(array):
@@ -441,9 +564,24 @@ def _is_named(value):
     return isinstance(value, dict) and set(value) != {"b64"}
 
 
+def _refuse_unknown(given, inputs):
+    for name in given:
+        if name not in inputs:
+            raise ServingError(
+                f"Input {name!r} is not in the signature; expected "
+                f"{sorted(inputs)}"
+            )
+
+
 def parse_request(request, signature):
     """REST body -> (`{input: array}`, row_format)."""
     inputs = signature["inputs"]
+    if not isinstance(request, dict):
+        raise ServingError("The request body must be a JSON object")
+    if "instances" in request and "inputs" in request:
+        raise ServingError(
+            "Not both 'instances' and 'inputs' can be specified; use one"
+        )
     if "instances" in request:
         instances = request["instances"]
         if not isinstance(instances, list) or not instances:
@@ -467,8 +605,9 @@ def parse_request(request, signature):
                     )
             for name, value in instance.items():
                 columns.setdefault(name, []).append(value)
+        _refuse_unknown(columns, inputs)
         return {
-            name: _to_array(values, inputs[name]) if name in inputs else values
+            name: _rows(values, inputs[name])
             for name, values in columns.items()
         }, True
     if "inputs" in request:
@@ -478,8 +617,14 @@ def parse_request(request, signature):
             return {name: _to_array(given, inputs[name])}, False
         if not isinstance(given, dict):
             raise ServingError("'inputs' must name each input")
+        for name in inputs:
+            if name not in given:
+                raise ServingError(
+                    f"JSON object: does not have named input: {name}"
+                )
+        _refuse_unknown(given, inputs)
         return {
-            name: _to_array(value, inputs[name]) if name in inputs else value
+            name: _to_array(value, inputs[name])
             for name, value in given.items()
         }, False
     raise ServingError("Missing 'inputs' or 'instances' key")
@@ -500,45 +645,113 @@ def format_response(outputs, row_format):
     return {"predictions": rows}
 
 
+class Server:
+    """One SavedModel loaded through the C API, answering REST bodies as
+    TF Serving's `predict` does, one after another, in this process."""
+
+    def __init__(self, export_dir, load_tf_text=True, tf_dir=None):
+        self.api = CApi(tf_dir)
+        if load_tf_text:
+            load_op_libraries(self.api, tf_text_op_libraries())
+        self.model = Model(self.api, export_dir)
+
+    def predict(self, request):
+        """The response to one REST body (a dict); raises `ServingError`."""
+        name = "serving_default"
+        if isinstance(request, dict):
+            name = request.get("signature_name", name)
+        if name not in self.model.signatures:
+            raise ServingError(
+                f'Serving signature name: "{name}" not found in signature def',
+                "FAILED_PRECONDITION",
+            )
+        inputs, row_format = parse_request(request, self.model.signatures[name])
+        return format_response(self.model.run(name, inputs), row_format)
+
+    def answer(self, request):
+        """`predict`, with a refused request as `{"error", "code"}`."""
+        try:
+            return self.predict(request)
+        except ServingError as error:
+            return {"error": str(error), "code": error.code}
+
+
 def serve(export_dir, request, load_tf_text=True, tf_dir=None):
     """Load `export_dir` with the C API and answer one REST request."""
-    api = CApi(tf_dir)
-    if load_tf_text:
-        load_op_libraries(api, tf_text_op_libraries())
-    model = Model(api, export_dir)
-    name = request.get("signature_name", "serving_default")
-    if name not in model.signatures:
-        raise ServingError(
-            f'Serving signature name: "{name}" not found in signature def'
-        )
-    inputs, row_format = parse_request(request, model.signatures[name])
-    return format_response(model.run(name, inputs), row_format)
+    return Server(export_dir, load_tf_text, tf_dir).predict(request)
+
+
+def _loaded_modules():
+    # Proof for the caller: no Python TensorFlow, no keras_selfattn here.
+    return sorted(
+        m
+        for m in ("tensorflow", "keras", "keras_selfattn", "tensorflow_text")
+        if m in sys.modules
+    )
+
+
+def _serve_lines(server, lines, out):
+    """Answer one JSON request per input line with one JSON line."""
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except ValueError as error:
+            response = {
+                "error": f"JSON Parse error: {error}",
+                "code": "INVALID_ARGUMENT",
+            }
+        else:
+            response = server.answer(request)
+        response["python_modules"] = _loaded_modules()
+        out.write(json.dumps(response) + "\n")
+        out.flush()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("export_dir")
-    parser.add_argument("request", help="a JSON file, or - for stdin")
+    parser.add_argument(
+        "request",
+        help="a JSON file, or - for stdin; with --lines, ignored (requests "
+        "come from stdin)",
+    )
     parser.add_argument("--no-tf-text", action="store_true")
+    parser.add_argument(
+        "--lines",
+        action="store_true",
+        help="load once, then answer one JSON request per stdin line with "
+        "one JSON line on stdout (a server's loop)",
+    )
     args = parser.parse_args(argv)
+    try:
+        server = Server(args.export_dir, not args.no_tf_text)
+    except ServingError as error:
+        response = {"error": str(error), "code": error.code}
+        response["python_modules"] = _loaded_modules()
+        print(json.dumps(response))
+        return 2
+    if args.lines:
+        # Tells the caller that loading is done.
+        print(json.dumps({"ready": True}), flush=True)
+        _serve_lines(server, sys.stdin, sys.stdout)
+        return 0
     if args.request == "-":
-        request = json.load(sys.stdin)
+        text = sys.stdin.read()
     else:
         with open(args.request, encoding="utf-8") as f:
-            request = json.load(f)
+            text = f.read()
     try:
-        response = serve(args.export_dir, request, not args.no_tf_text)
-        code = 0
-    except ServingError as error:
-        response, code = {"error": str(error)}, 2
-    # Proof for the caller: no Python TensorFlow, no keras_selfattn here.
-    response["python_modules"] = sorted(
-        m
-        for m in ("tensorflow", "keras", "keras_selfattn", "tensorflow_text")
-        if m in sys.modules
-    )
+        request = json.loads(text)
+    except ValueError as error:
+        response = {"error": f"JSON Parse error: {error}"}
+        response["code"] = "INVALID_ARGUMENT"
+    else:
+        response = server.answer(request)
+    response["python_modules"] = _loaded_modules()
     print(json.dumps(response))
-    return code
+    return 2 if "error" in response else 0
 
 
 if __name__ == "__main__":
