@@ -14,6 +14,9 @@ from keras_selfattn.models.seq2seq_training import (
 from keras_selfattn.models.seq2seq_training import (
     train_seq2seq as train_seq2seq,
 )
+from keras_selfattn.models.text_classifier import (
+    TextClassifier as TextClassifier,
+)
 from keras_selfattn.models.text_generator import TextGenerator as TextGenerator
 from keras_selfattn.models.text_generator import (
     cross_attention_scores as cross_attention_scores,
@@ -25,6 +28,7 @@ from keras_selfattn.models.text_generator import tidy_spacing as tidy_spacing
 
 __all__ = [
     "Seq2SeqTransformer",
+    "TextClassifier",
     "TextGenerator",
     "add_seq2seq_arguments",
     "beam_search",

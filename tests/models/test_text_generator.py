@@ -144,6 +144,29 @@ def test_traces_with_a_string_signature():
     assert symbolic.shape == (None,) and symbolic.dtype == "string"
 
 
+def test_python_lists_and_numpy_strings_work_like_string_tensors():
+    generator = TextGenerator(*_parts(), max_length=3)
+    texts = ["a b", "c ?", ""]
+    expected = generator(tf.constant(texts)).numpy().tolist()
+    forms = [
+        texts,
+        tuple(texts),
+        [t.encode() for t in texts],
+        np.array(texts),
+        np.array([t.encode() for t in texts]),
+        np.array(texts, dtype=object),
+    ]
+    for form in forms:
+        assert generator(form).numpy().tolist() == expected, form
+    ids = generator.generate_ids(tf.constant(texts)).numpy()
+    np.testing.assert_array_equal(generator.generate_ids(texts).numpy(), ids)
+    # A lone string is not a batch: refused, never split into characters.
+    with pytest.raises(ValueError, match=r"`inputs`.*\(batch_size,\)"):
+        generator("a b")
+    with pytest.raises(ValueError, match=r"`inputs`.*\(batch_size,\)"):
+        generator(np.array("a b"))
+
+
 def test_tidy_spacing():
     out = tidy_spacing(["a , b . ¿ c ? ( d )", "tom ' s"]).numpy()
     assert out.tolist() == ["a, b. ¿c? (d)".encode(), b"tom's"]
