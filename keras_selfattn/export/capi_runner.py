@@ -11,12 +11,19 @@ here as it would in the server.
 Run it as a file (never as `-m keras_selfattn...`, which would import the
 package):
 
-    python capi_runner.py MODEL_DIR REQUEST.json [--signature NAME]
+    python capi_runner.py MODEL_DIR REQUEST.json
+    python capi_runner.py MODEL_DIR - --lines   # one request per line
 
 The request is TF Serving's REST `predict` body, in row (`instances`) or
-columnar (`inputs`) form; binary strings may be sent as `{"b64": ...}`.
+columnar (`inputs`) form, with an optional `signature_name`; binary strings
+may be sent as `{"b64": ...}`. Values are parsed as strictly as TF Serving
+parses them: a number is not a string, a bool not a number, `1.5` not an
+integer, an integer must fit its type, nested lists must be rectangular.
 The script prints the REST response (`predictions` or `outputs`) as JSON,
-or `{"error": ...}` with exit code 2.
+or `{"error": ..., "code": ...}` (the status TF Serving would answer with,
+e.g. `INVALID_ARGUMENT` for HTTP 400) with exit code 2. With `--lines` it
+loads the model once, prints `{"ready": true}`, then answers each JSON line
+of stdin with one JSON line, as a server answers request after request.
 """
 
 import argparse
@@ -254,11 +261,13 @@ class CApi:
             fn.restype, fn.argtypes = restype, argtypes
             setattr(self, name[3:], fn)
 
-    def check(self, status, what):
+    def check(self, status, what=None):
         code = self.GetCode(status)
         if code != 0:
             message = self.Message(status).decode(errors="replace")
-            raise ServingError(f"{what}: {message}", _CODES.get(code, code))
+            if what:
+                message = f"{what}: {message}"
+            raise ServingError(message, _CODES.get(code, code))
 
 
 def load_op_libraries(api, paths):
@@ -407,7 +416,8 @@ class Model:
                 None,
                 status,
             )
-            api.check(status, "TF_SessionRun")
+            # The runtime's own message, as TF Serving answers it.
+            api.check(status)
             return {
                 name: self._from_tensor(results[k])
                 for k, name in enumerate(out_names)

@@ -165,13 +165,15 @@ class CApiServer:
 
     def close(self):
         """Stop the serving process."""
-        if self._process.poll() is None:
-            self._process.stdin.close()
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        try:
+            self._process.stdin.close()  # the runner's loop ends here
+        except BrokenPipeError:
+            pass  # it is gone already
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
         self._process.stdout.close()
         self._stderr.close()
 

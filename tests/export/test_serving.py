@@ -200,3 +200,60 @@ def test_text_generator_strings_in_strings_out(
     assert response["predictions"] == expected
     columnar = serve_with_c_api(path, {"inputs": {"text": texts[:1]}})
     assert columnar["outputs"] == expected[:1]
+
+
+def test_each_version_records_its_metadata(tmp_path):
+    from keras_selfattn.export import published_versions
+
+    model = _numeric_model()
+    base = str(tmp_path / "m")
+    assert published_versions(base) == []
+    export_model(model, base, metadata={"test_accuracy": 0.8})
+    export_model(model, base, metadata={"test_accuracy": 0.55, "note": "x"})
+    os.makedirs(os.path.join(base, "3", "variables"))  # not ours: no record
+    versions = published_versions(base)
+    assert [v["version"] for v in versions] == [1, 2, 3]
+    assert [v.get("test_accuracy") for v in versions] == [0.8, 0.55, None]
+    assert versions[1]["note"] == "x"
+    assert versions[0]["path"] == os.path.join(base, "1")
+    assert versions[0]["keras_selfattn_version"] == keras_selfattn.__version__
+    inputs = versions[0]["signatures"]["serving_default"]["inputs"]
+    assert inputs == {"features": "float32 (batch_size, None, 6)"}
+    assert versions[0]["signatures"]["serving_default"]["max_batch_size"] == (
+        1024
+    )
+    with pytest.raises(TypeError, match="argument `metadata`"):
+        export_model(model, base, metadata={"loss": float("nan")})
+    with pytest.raises(TypeError, match="argument `metadata`"):
+        export_model(model, base, metadata=["not", "a", "dict"])
+    with pytest.raises(ValueError, match="argument `max_batch_size`"):
+        export_model(model, base, max_batch_size=0)
+    assert len(published_versions(base)) == 3  # refused before writing
+
+
+def test_classifier_record_names_labels_and_limits(classifier_export):
+    from keras_selfattn.export import published_versions
+
+    path, tokenizer, _ = classifier_export
+    (record,) = published_versions(os.path.dirname(path))
+    assert record["label_names"] == ["negative", "positive"]
+    ids = record["signatures"]["token_ids"]
+    assert ids["max_length"] == 8
+    assert ids["vocabulary_size"] == tokenizer.vocabulary_size
+    assert record["signatures"]["serving_default"]["max_text_bytes"] == 100000
+
+
+def test_capi_server_reports_a_dead_runner(tmp_path):
+    from keras_selfattn.export import CApiServer
+
+    path = export_model(_numeric_model(), str(tmp_path))
+    server = CApiServer(path)
+    try:
+        good = server.predict({"instances": np.ones((1, 2, 6)).tolist()})
+        assert np.isfinite(good["predictions"][0]["pooled"]).all()
+        server._process.kill()  # what a segfault would do to a server
+        server._process.wait()
+        with pytest.raises(RuntimeError, match="signal 9 \\(SIGKILL\\)"):
+            server.predict({"instances": np.ones((1, 2, 6)).tolist()})
+    finally:
+        server.close()
