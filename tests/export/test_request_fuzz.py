@@ -349,3 +349,62 @@ def test_fuzz_numeric_requests(numeric, value):
     assert "error" in response, (json.dumps(value)[:200], response)
     assert response["code"] == "INVALID_ARGUMENT", response
     _numeric_still_answers(server, features, expected)
+
+
+_WRONG_DTYPE = """
+import sys
+import numpy as np
+sys.path.insert(0, {folder!r})
+import capi_runner as runner
+api = runner.CApi()
+runner.load_op_libraries(api, runner.tf_text_op_libraries())
+model = runner.Model(api, {path!r})
+feed = model._to_tensor
+# A float32 tensor where the signature takes strings, and int64 token ids:
+# what a gRPC client can send (REST parses by the signature's dtype).
+for signature, name, array, code in [
+    ("serving_default", "text", np.array([1.5], np.float32), 1),
+    ("token_ids", "token_ids", np.array([[4]], np.int64), 9),
+]:
+    model._to_tensor = lambda _, __, a=array, c=code: feed(a, c)
+    try:
+        model.run(signature, {{name: np.array([["x"]], dtype=object)}})
+        print("answered", signature)
+    except runner.ServingError as error:
+        print(error.code, error)
+model._to_tensor = feed
+print(model.run("serving_default", {{"text": np.array(["a", ""], object)}}))
+"""
+
+
+def test_a_tensor_of_the_wrong_dtype_is_refused(classifier, tmp_path):
+    # The REST parser converts by the signature's dtype; a gRPC client sends
+    # typed tensors, which the runtime checks against the graph.
+    import os
+    import subprocess
+    import sys
+
+    from keras_selfattn.export import serving_check
+
+    server, _, _ = classifier
+    script = tmp_path / "wrong_dtype.py"
+    script.write_text(
+        _WRONG_DTYPE.format(
+            folder=os.path.dirname(serving_check.RUNNER),
+            path=server.export_dir,
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("INVALID_ARGUMENT"), lines
+    assert "to be string but float is provided" in lines[0]
+    assert lines[1].startswith("INVALID_ARGUMENT"), lines
+    assert "to be int32 but int64 is provided" in lines[1]
+    assert "label" in lines[2]
