@@ -408,3 +408,13 @@ def test_a_tensor_of_the_wrong_dtype_is_refused(classifier, tmp_path):
     assert lines[1].startswith("INVALID_ARGUMENT"), lines
     assert "to be int32 but int64 is provided" in lines[1]
     assert "label" in lines[2]
+
+
+@settings(FUZZ, max_examples=20)
+@given(value=_malformed_text)
+def test_fuzz_generator_requests(generator, value):
+    server, expected = generator
+    response = server.predict({"inputs": {"text": value}})
+    assert "error" in response, (json.dumps(value)[:200], response)
+    assert response["code"] == "INVALID_ARGUMENT", response
+    _generator_still_answers(server, expected)
