@@ -123,6 +123,9 @@ def main(argv=None):
         os.path.join(args.data_root, "classification", args.dataset),
         "--output-dir",
         output_dir,
+        # A benchmark measures a fresh run, even in a folder used before
+        # (a finished run would otherwise be reported, not re-measured).
+        "--overwrite",
         "--time-budget-minutes",
         str(minutes),
         "--verbose",

@@ -107,6 +107,9 @@ def run(task, minutes, output_dir, extra, max_eval_rows):
         os.path.join(DATA, spec["data"]),
         "--output-dir",
         output_dir,
+        # A benchmark measures a fresh run, even in a folder used before
+        # (a finished run would otherwise be reported, not re-measured).
+        "--overwrite",
         "--time-budget-minutes",
         str(minutes),
         "--verbose",

@@ -5,8 +5,9 @@ Description: Learn a WordPiece vocabulary, train an encoder-decoder
     with checkpoints that survive an interruption, decode with the cached
     greedy or beam search, score with ROUGE, and save an end-to-end model
     that takes a raw dialogue string and returns its summary.
-Requirements: keras-selfattn[text,metrics] (tensorflow, keras,
-    tensorflow-text, rouge-score), matplotlib for the attention plot.
+Requirements: keras-selfattn[examples] (tensorflow, keras, tensorflow-text,
+    rouge-score, matplotlib for the attention plot; checked at start),
+    tensorboard for full TensorBoard logs (optional).
 
 Usage:
 
@@ -29,7 +30,10 @@ x100 from Google's `rouge-score` with Porter stemming, averaged over the test
 dialogues; for ROUGE-Lsum each sentence is put on its own line.
 
 Re-running the same command after an interruption resumes from the last
-finished epoch (`<output-dir>/backup`).
+finished epoch (`<output-dir>/backup`). Re-running it on a finished run (its
+`metrics.json`) trains and publishes nothing: it prints the run's scores and
+export path. `--overwrite` trains a fresh run there, replaces the model and
+`metrics.json`, and publishes the next `serving/<version>`.
 """
 
 """## Setup"""
@@ -46,6 +50,14 @@ from keras_selfattn.metrics import rouge
 from keras_selfattn.models import add_seq2seq_arguments
 from keras_selfattn.models import train_seq2seq
 from keras_selfattn.training import add_training_arguments
+from keras_selfattn.training import require_modules
+
+# Optional dependencies, checked before any data is read.
+REQUIRED_MODULES = (
+    "tensorflow_text",
+    "matplotlib",
+    "rouge_score",
+)
 
 """## Getting the data
 
@@ -126,6 +138,8 @@ def score_rouge(sources, hypotheses, references):
 def main(argv=None, callbacks=()):
     """Runs the example; `callbacks` are extra Keras callbacks for `fit`."""
     args = parse_args(argv)
+    # A missing optional package stops the run now, not after training.
+    require_modules(REQUIRED_MODULES)
     require_data_dir(args)
 
     """## Training, decoding and an end-to-end summarizer
@@ -138,7 +152,9 @@ def main(argv=None, callbacks=()):
     `--source-length` tokens are truncated (their beginning is kept). The
     attention plot shows the first 48 tokens of the first test dialogue;
     the end-to-end model, `summarizer.keras`, takes a raw dialogue string
-    and returns its summary.
+    and returns its summary. On a finished `--output-dir` it reports that
+    run instead of training; `--overwrite` trains a fresh one there and
+    publishes the next serving version, its ROUGE in the version's record.
     """
     return train_seq2seq(
         **vars(args),

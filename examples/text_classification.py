@@ -4,8 +4,9 @@ Description: Learn a WordPiece vocabulary, tokenize inside tf.data, train a
     Transformer classifier on SST-2 or IMDB (or any TSV/JSONL file of that
     shape) with checkpoints that survive an interruption, then save and export
     an end-to-end model that takes raw strings.
-Requirements: keras-selfattn[text] (tensorflow, keras, tensorflow-text),
-    matplotlib for the attention plot.
+Requirements: keras-selfattn[examples] (tensorflow, keras, tensorflow-text,
+    matplotlib for the attention plot; checked at start), tensorboard for
+    full TensorBoard logs (optional).
 
 Usage:
 
@@ -22,12 +23,20 @@ fixed seed; GLUE's dev set, whose labels are public, is the test set) and
 as the test set).
 
 Re-running the same command after an interruption resumes from the last
-finished epoch (`<output-dir>/backup`).
+finished epoch (`<output-dir>/backup`). Re-running it on a finished run (its
+`metrics.json`) trains and publishes nothing: it prints the run's test
+metrics and export path. `--overwrite` trains a fresh run there, replaces
+the model and `metrics.json`, and publishes the next `serving/<version>`.
+
+Label names come from `--label-names negative,positive` (one per class, in
+label-id order), else from a `label_names.txt` in `--data-dir` (one name per
+line), else from the data.
 """
 
 """## Setup"""
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -41,11 +50,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# Registers the tensorflow-text ops that a reloaded SavedModel needs.
-import tensorflow_text  # noqa: F401
-
 import keras_selfattn
 from keras_selfattn import training
+from keras_selfattn.models import TextClassifier
 from keras_selfattn.models import build_text_classifier
 from keras_selfattn.plotting import plot_attention
 from keras_selfattn.text import WordPieceTokenizer
@@ -55,6 +62,12 @@ from keras_selfattn.text import read_columns
 
 GLUE_SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+# Optional dependencies, checked before any data is read.
+REQUIRED_MODULES = ("tensorflow_text", "matplotlib")
+# The metrics a finished run reports and a new version is compared on.
+KEY_METRICS = ("test_accuracy", "test_loss")
+# In `--data-dir`: one class name per line, in label-id order.
+LABEL_NAMES_FILE = "label_names.txt"
 
 """## Getting the data
 
@@ -62,7 +75,8 @@ With `--data-dir`, any folder holding `train`, `validation` and `test` files
 (`.tsv`, `.tsv.gz`, `.jsonl` or `.jsonl.gz`) works: name the text and label
 columns. TSV files have one header line and no quoting. Without it, the
 canonical public copy is downloaded once into the Keras cache and laid out in
-that same shape.
+that same shape. Integer labels are ids; name the classes with
+`--label-names` or a `label_names.txt` next to the data files.
 """
 
 
@@ -73,6 +87,14 @@ def _write_tsv(path, texts, labels):
             # The format has no quoting: tabs and newlines become spaces.
             text = " ".join(text.split())
             f.write(f"{text}\t{label}\n")
+
+
+def _write_label_names(folder, names):
+    """`label_names.txt`: the class names of ids 0, 1, ..., one a line."""
+    path = os.path.join(folder, LABEL_NAMES_FILE)
+    if not os.path.exists(path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(name + "\n" for name in names)
 
 
 def _split_90_10(texts, labels, seed=0):
@@ -111,6 +133,8 @@ def download_sst2():
         _write_tsv(os.path.join(out, "validation.tsv"), *validation)
         dev = read_columns(os.path.join(root, "dev.tsv"), ["sentence", "label"])
         _write_tsv(os.path.join(out, "test.tsv"), dev["sentence"], dev["label"])
+    # GLUE SST-2: 0 is negative, 1 positive.
+    _write_label_names(out, ["negative", "positive"])
     return out
 
 
@@ -138,21 +162,69 @@ def download_imdb():
         _write_tsv(os.path.join(out, "train.tsv"), *train)
         _write_tsv(os.path.join(out, "validation.tsv"), *validation)
         _write_tsv(os.path.join(out, "test.tsv"), *read("test"))
+    # Numbered by `read`: 0 is neg/, 1 is pos/.
+    _write_label_names(out, ["negative", "positive"])
     return out
 
 
-def load_splits(args):
+def resolve_data_dir(args):
+    """`--data-dir`, or the downloaded copy of `--dataset`."""
+    if args.data_dir:
+        return args.data_dir
+    return {"sst2": download_sst2, "imdb": download_imdb}[args.dataset]()
+
+
+def given_label_names(args, data_dir):
+    """The class names given by `--label-names`, else by `label_names.txt`
+    in `data_dir`, else `None`, with where they came from."""
+    if args.label_names is not None:
+        return args.label_names.split(","), "--label-names"
+    path = os.path.join(data_dir, LABEL_NAMES_FILE)
+    if not os.path.exists(path):
+        return None, None
+    with open(path, encoding="utf-8") as f:
+        names = [line.strip() for line in f]
+    # Trailing blank lines are not classes.
+    while names and not names[-1]:
+        names.pop()
+    return names, path
+
+
+def check_label_names(names, source, labels):
+    """`names` stripped, if they are distinct, non-empty and one per label
+    of the data (`labels`, in id order); a `ValueError` naming `source`
+    (`--label-names` or the file) otherwise."""
+    names = [str(name).strip() for name in names]
+    if (
+        len(names) == len(labels)
+        and all(names)
+        and len(set(names)) == len(names)
+    ):
+        return names
+    expected = (
+        f"{len(labels)} distinct, non-empty class names, one per class in "
+        f"label-id order (the data's labels: {labels})"
+    )
+    if source == "--label-names":
+        # The library's error template, for a flag.
+        raise ValueError(
+            f"Received an invalid value for `--label-names`, expected "
+            f"{expected}, comma-separated. Received: "
+            f"--label-names={','.join(names)!r}"
+        )
+    raise ValueError(
+        f"{source} holds {len(names)} names {names}; expected {expected}, "
+        "one a line"
+    )
+
+
+def load_splits(args, data_dir):
     """`{split: (texts, label_ids)}` and the label names.
 
     Labels may be integers (`0`, `1`, ...: used as ids) or any strings
-    (`"neg"`, `"pos"`: sorted and numbered).
+    (`"neg"`, `"pos"`: sorted and numbered). `--label-names` or a
+    `label_names.txt` in `data_dir` then name the classes, in id order.
     """
-    if args.data_dir:
-        data_dir = args.data_dir
-    else:
-        data_dir = {"sst2": download_sst2, "imdb": download_imdb}[
-            args.dataset
-        ]()
     columns = [args.text_column, args.label_column]
     raw = {}
     for split in ("train", "validation", "test"):
@@ -177,6 +249,9 @@ def load_splits(args):
             f"Column {args.label_column!r} holds a single label {names}: "
             "a classifier needs at least two"
         )
+    given, source = given_label_names(args, data_dir)
+    if given is not None:
+        names = check_label_names(given, source, names)
     splits = {
         split: (texts, np.array([to_id(y) for y in labels], dtype="int32"))
         for split, (texts, labels) in raw.items()
@@ -191,6 +266,13 @@ def parse_args(argv):
     data.add_argument("--dataset", choices=("sst2", "imdb"), default="sst2")
     data.add_argument("--text-column", default="text")
     data.add_argument("--label-column", default="label")
+    data.add_argument(
+        "--label-names",
+        default=None,
+        help="comma-separated class names, one per class in label-id order "
+        f"(e.g. negative,positive); default: {LABEL_NAMES_FILE} in "
+        "--data-dir if present, else the labels of the data",
+    )
     data.add_argument("--max-train-rows", type=int, default=None)
     data.add_argument("--output-dir", default="runs/text_classification")
     model = p.add_argument_group("model")
@@ -218,12 +300,29 @@ def parse_args(argv):
 def main(argv=None, callbacks=()):
     """Runs the example; `callbacks` are extra Keras callbacks for `fit`."""
     args = parse_args(argv)
+    # A missing optional package stops the run now, not after training.
+    training.require_modules(REQUIRED_MODULES)
+    # Registers the tensorflow-text ops that a reloaded SavedModel needs.
+    importlib.import_module("tensorflow_text")
     # Before any other TensorFlow work: multi-worker set-up must come first.
     strategy = training.make_strategy(args.strategy)
+
+    """## A finished run is not trained (nor published) again
+
+    TF Serving serves the highest version in `serving/`, so re-running the
+    command must not silently publish a new one: a finished run (its
+    `metrics.json`) is reported and left as it is, an interrupted one
+    (`backup/`) resumes, any other used folder is refused, and
+    `--overwrite` trains a fresh run that publishes the next version.
+    """
+    run = training.prepare_output_dir(args.output_dir, args.overwrite, strategy)
+    if run == "finished":
+        return training.report_finished_run(args.output_dir, KEY_METRICS)
     # Only the chief writes to --output-dir (other workers: a sub-folder).
     args.output_dir = training.worker_output_dir(args.output_dir, strategy)
     keras.utils.set_random_seed(args.seed)
-    splits, label_names = load_splits(args)
+    data_dir = resolve_data_dir(args)
+    splits, label_names = load_splits(args, data_dir)
     for split, (texts, _) in splits.items():
         print(f"{split}: {len(texts)} rows")
     print(f"labels: {label_names}")
@@ -332,14 +431,18 @@ def main(argv=None, callbacks=()):
     )
     print(f"test accuracy: {test_accuracy:.4f} ({steps} steps)")
 
-    """## An end-to-end model: raw strings in, probabilities out"""
-    text = keras.Input((), dtype="string", name="text")
-    end_to_end = keras.Model(
-        text, classifier(tokenizer(text)), name="end_to_end_classifier"
+    """## An end-to-end model: raw strings in, probabilities out
+
+    `TextClassifier` chains the tokenizer and the classifier in one Keras
+    model that takes Python lists and NumPy string arrays as they are, in
+    `predict` as in a call, and keeps the label names.
+    """
+    end_to_end = TextClassifier(
+        tokenizer, classifier, label_names=label_names, name="text_classifier"
     )
     test_texts, test_labels = splits["test"]
     samples = list(test_texts[:4]) + [""]
-    probs = keras.ops.convert_to_numpy(end_to_end(tf.constant(samples)))
+    probs = end_to_end.predict(samples, verbose=0)
     for sample, p in zip(samples, probs, strict=True):
         guess = label_names[int(np.argmax(p))]
         print(f"{guess!r} ({p.max():.3f})  {sample[:70]!r}")
@@ -374,15 +477,31 @@ def main(argv=None, callbacks=()):
     model_path = os.path.join(args.output_dir, "text_classifier.keras")
     end_to_end.save(model_path)
     reloaded = keras.saving.load_model(model_path)
-    again = keras.ops.convert_to_numpy(reloaded(tf.constant(samples)))
+    again = reloaded.predict(np.array(samples), verbose=0)  # a str array
     np.testing.assert_allclose(again, probs, atol=1e-6)
     # A TF Serving layout: <output-dir>/serving/<version>/, raw strings in;
     # `label`, `label_id`, `probabilities` out (and a `token_ids` signature).
+    # The next version, with this run's test metrics in its record
+    # (assets.extra/metadata.json); first, how it compares with the one
+    # TF Serving serves now.
+    serving_dir = os.path.join(args.output_dir, "serving")
+    record_metadata = {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "steps": steps,
+        "epochs": record["epochs"],
+        "train_rows": len(train_texts),
+        "test_rows": len(test_texts),
+        "data_dir": os.path.abspath(data_dir),
+        "model_path": os.path.abspath(model_path),
+    }
+    training.compare_with_published(serving_dir, record_metadata, KEY_METRICS)
     export_dir = keras_selfattn.export.export_classifier(
         classifier,
         tokenizer,
-        os.path.join(args.output_dir, "serving"),
+        serving_dir,
         label_names=[str(name) for name in label_names],
+        metadata=record_metadata,
     )
     # Keep the loaded object alive while calling it: its variables live there.
     exported = tf.saved_model.load(export_dir)
@@ -396,6 +515,7 @@ def main(argv=None, callbacks=()):
     metrics = {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
+        "key_metrics": list(KEY_METRICS),
         **record,
         "val_accuracy": [
             float(v) for v in history.history.get("val_accuracy", [])
@@ -404,6 +524,7 @@ def main(argv=None, callbacks=()):
         "train_rows": len(train_texts),
         "test_rows": len(test_texts),
         "label_names": label_names,
+        "data_dir": data_dir,
         "vocabulary_size": len(vocabulary),
         "num_parameters": int(classifier.count_params()),
         "attention_png": attention_png,

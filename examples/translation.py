@@ -5,8 +5,9 @@ Description: Learn WordPiece vocabularies, train an encoder-decoder
     interruption, decode with the cached greedy or beam search, score with
     sacrebleu, and save an end-to-end model that takes raw English strings
     and returns Spanish strings.
-Requirements: keras-selfattn[text,metrics] (tensorflow, keras,
-    tensorflow-text, sacrebleu), matplotlib for the attention plot.
+Requirements: keras-selfattn[examples] (tensorflow, keras, tensorflow-text,
+    sacrebleu, matplotlib for the attention plot; checked at start),
+    tensorboard for full TensorBoard logs (optional).
 
 Usage:
 
@@ -24,7 +25,10 @@ the `13a` tokenizer, on detokenized outputs against the raw references.
 The English source is lower-cased (it only has to be understood).
 
 Re-running the same command after an interruption resumes from the last
-finished epoch (`<output-dir>/backup`).
+finished epoch (`<output-dir>/backup`). Re-running it on a finished run (its
+`metrics.json`) trains and publishes nothing: it prints the run's scores and
+export path. `--overwrite` trains a fresh run there, replaces the model and
+`metrics.json`, and publishes the next `serving/<version>`.
 """
 
 """## Setup"""
@@ -43,10 +47,13 @@ from keras_selfattn.metrics import bleu
 from keras_selfattn.models import add_seq2seq_arguments
 from keras_selfattn.models import train_seq2seq
 from keras_selfattn.training import add_training_arguments
+from keras_selfattn.training import require_modules
 
 SPA_ENG_URL = (
     "http://storage.googleapis.com/download.tensorflow.org/data/spa-eng.zip"
 )
+# Optional dependencies, checked before any data is read.
+REQUIRED_MODULES = ("tensorflow_text", "matplotlib", "sacrebleu")
 
 """## Getting the data
 
@@ -139,6 +146,8 @@ def score_bleu(sources, hypotheses, references):
 def main(argv=None, callbacks=()):
     """Runs the example; `callbacks` are extra Keras callbacks for `fit`."""
     args = parse_args(argv)
+    # A missing optional package stops the run now, not after training.
+    require_modules(REQUIRED_MODULES)
 
     """## Vocabularies, training, decoding and an end-to-end translator
 
@@ -148,7 +157,9 @@ def main(argv=None, callbacks=()):
     survive an interruption, decodes the test split with an end-to-end
     translator (raw English strings in, Spanish strings out, in one graph),
     scores it with `score_bleu`, plots where the decoder looks and saves
-    `translator.keras` and a TF Serving export.
+    `translator.keras` and a TF Serving export (the next version, its BLEU
+    in the version's record). On a finished `--output-dir` it reports that
+    run instead; `--overwrite` trains a fresh one there.
 
     English is lower-cased; Spanish keeps its case, because the references
     are cased and BLEU is case-sensitive. With `--shared-vocabulary` one

@@ -445,6 +445,246 @@ def test_fit_resumable_rejects_bad_arguments(tmp_path):
         )
 
 
+# prepare_output_dir
+
+
+def _touch(path, text=""):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _tree(folder):
+    """Every file under `folder` with its contents and mtime."""
+    found = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[path] = (f.read(), os.stat(path).st_mtime_ns)
+    return found
+
+
+def test_prepare_output_dir_new(tmp_path):
+    assert training.prepare_output_dir(str(tmp_path / "missing")) == "new"
+    # Created later by the run, not by the check.
+    assert not os.path.exists(tmp_path / "missing")
+    assert training.prepare_output_dir(tmp_path) == "new"
+    # Hidden files and the other workers' sub-folders are not a run.
+    _touch(str(tmp_path / ".DS_Store"))
+    _touch(str(tmp_path / "workers" / "worker_1" / "metrics.json"))
+    assert training.prepare_output_dir(str(tmp_path)) == "new"
+    assert training.prepare_output_dir(str(tmp_path), overwrite=True) == "new"
+
+
+def test_prepare_output_dir_finished_and_interrupted(tmp_path):
+    out = str(tmp_path)
+    os.makedirs(tmp_path / "backup")
+    _touch(str(tmp_path / "checkpoint.keras"))
+    before = _tree(out)
+    assert training.prepare_output_dir(out) == "resume"
+    assert _tree(out) == before
+    # metrics.json is written last: it marks the run finished.
+    _touch(str(tmp_path / "metrics.json"), "{}")
+    before = _tree(out)
+    assert training.prepare_output_dir(out) == "finished"
+    assert _tree(out) == before
+    assert os.path.isdir(tmp_path / "backup")
+
+
+def test_prepare_output_dir_refuses_a_used_folder(tmp_path):
+    out = str(tmp_path)
+    _touch(str(tmp_path / "checkpoint.keras"))
+    _touch(str(tmp_path / "serving" / "1" / "saved_model.pb"))
+    before = _tree(out)
+    with pytest.raises(FileExistsError) as error:
+        training.prepare_output_dir(out)
+    message = str(error.value)
+    assert "--overwrite" in message and out in message
+    assert "checkpoint.keras, serving" in message
+    assert "metrics.json" in message and "backup/" in message
+    assert _tree(out) == before
+
+
+def test_prepare_output_dir_overwrite_keeps_the_published_versions(tmp_path):
+    out = str(tmp_path)
+    _touch(str(tmp_path / "metrics.json"), "{}")
+    _touch(str(tmp_path / "backup" / "latest.weights.h5"))
+    _touch(str(tmp_path / "serving" / "1" / "saved_model.pb"), "v1")
+    _touch(str(tmp_path / "logs" / "train" / "events"))
+    _touch(str(tmp_path / "text_classifier.keras"))
+    serving = _tree(str(tmp_path / "serving"))
+    assert training.prepare_output_dir(out, overwrite=True) == "overwrite"
+    # A fresh run: no backup to resume, no finished metrics.
+    assert not os.path.exists(tmp_path / "backup")
+    assert not os.path.exists(tmp_path / "metrics.json")
+    assert sorted(os.listdir(out)) == [
+        "logs",
+        "serving",
+        "text_classifier.keras",
+    ]
+    assert _tree(str(tmp_path / "serving")) == serving
+    # Used, neither finished nor interrupted: refused without the flag.
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        training.prepare_output_dir(out)
+    assert training.prepare_output_dir(out, overwrite=True) == "overwrite"
+
+
+def test_prepare_output_dir_after_a_real_interruption(tmp_path):
+    out = str(tmp_path)
+    with pytest.raises(Interrupted):
+        training.fit_resumable(
+            _model(),
+            _data(),
+            out,
+            epochs=3,
+            callbacks=[InterruptAfter(STEPS_PER_EPOCH + 3)],
+            verbose=0,
+        )
+    assert training.prepare_output_dir(out) == "resume"
+    training.fit_resumable(_model(), _data(), out, epochs=3, verbose=0)
+    # Training ended (backup deleted) but no metrics.json was written.
+    with pytest.raises(FileExistsError, match="logs"):
+        training.prepare_output_dir(out)
+
+
+def test_prepare_output_dir_every_worker_decides_from_the_chief(tmp_path):
+    out = str(tmp_path)
+    chief = _strategy(WORKERS, "worker", 0)
+    worker = _strategy(WORKERS, "worker", 2)
+    mine = tmp_path / "workers" / "worker_2"
+    # The chief's folder holds a finished run; this worker's was deleted.
+    _touch(str(tmp_path / "metrics.json"), "{}")
+    assert training.prepare_output_dir(out, strategy=worker) == "finished"
+    assert training.prepare_output_dir(out, strategy=chief) == "finished"
+    # An overwrite clears only the folder the process writes to.
+    _touch(str(mine / "metrics.json"), "{}")
+    _touch(str(mine / "backup" / "state"))
+    assert (
+        training.prepare_output_dir(out, overwrite=True, strategy=worker)
+        == "overwrite"
+    )
+    assert os.listdir(mine) == []
+    assert os.path.exists(tmp_path / "metrics.json")
+    assert (
+        training.prepare_output_dir(out, overwrite=True, strategy=chief)
+        == "overwrite"
+    )
+    assert not os.path.exists(tmp_path / "metrics.json")
+
+
+def test_prepare_output_dir_rejects_bad_arguments(tmp_path):
+    with pytest.raises(TypeError, match="`output_dir`, expected a path"):
+        training.prepare_output_dir(None)
+    with pytest.raises(TypeError, match="`overwrite`, expected a bool"):
+        training.prepare_output_dir(str(tmp_path), overwrite="yes")
+
+
+# report_finished_run
+
+
+def test_report_finished_run_prints_and_returns_the_metrics(tmp_path, capsys):
+    metrics = {
+        "test_accuracy": 0.80281,
+        "test_loss": 0.4406,
+        "steps": 315,
+        "key_metrics": ["test_accuracy", "test_loss"],
+        "export_dir": "runs/sst2/serving/1",
+    }
+    _touch(str(tmp_path / "metrics.json"), json.dumps(metrics))
+    assert training.report_finished_run(str(tmp_path)) == metrics
+    line = capsys.readouterr().out
+    assert f"The run in {tmp_path} is finished" in line
+    assert "test_accuracy 0.8028, test_loss 0.4406, steps 315" in line
+    assert "exported to runs/sst2/serving/1" in line
+    assert "--overwrite" in line
+    # Explicit keys win; missing ones are skipped.
+    training.report_finished_run(str(tmp_path), ["test_loss", "bleu"])
+    line = capsys.readouterr().out
+    assert "finished: test_loss 0.4406, steps 315;" in line
+
+
+def test_report_finished_run_without_key_metrics(tmp_path, capsys):
+    _touch(str(tmp_path / "metrics.json"), '{"bleu": 12.5}')
+    assert training.report_finished_run(str(tmp_path)) == {"bleu": 12.5}
+    assert "finished: no key metrics recorded." in capsys.readouterr().out
+
+
+# compare_with_published
+
+
+def _version(export_dir, version, record=None):
+    folder = os.path.join(export_dir, str(version))
+    os.makedirs(folder)
+    if record is not None:
+        _touch(
+            os.path.join(folder, "assets.extra", "metadata.json"),
+            json.dumps(record),
+        )
+
+
+def test_compare_with_published(tmp_path, capsys):
+    serving = str(tmp_path / "serving")
+    metrics = {"test_accuracy": 0.551, "test_loss": 0.69}
+    keys = ["test_accuracy"]
+    # Nothing published yet: nothing to compare with.
+    assert training.compare_with_published(serving, metrics, keys) is None
+    assert capsys.readouterr().out == ""
+    _version(serving, 1, {"test_accuracy": 0.6})
+    _version(serving, 2, {"test_accuracy": 0.803, "version": 2})
+    line = training.compare_with_published(serving, metrics, keys)
+    # The latest version: the one TF Serving serves now.
+    assert line == (
+        "serving/2: test_accuracy 0.803; this run: test_accuracy 0.551"
+    )
+    assert capsys.readouterr().out == line + "\n"
+    _version(serving, 3)  # exported by another tool, without a record
+    line = training.compare_with_published(
+        serving, metrics, ["test_accuracy", "test_loss"]
+    )
+    assert line == (
+        "serving/3: no recorded metrics; "
+        "this run: test_accuracy 0.551, test_loss 0.69"
+    )
+
+
+# require_modules
+
+
+def test_require_modules_finds_installed_ones():
+    assert training.require_modules(["json", "numpy"]) == ["json", "numpy"]
+    assert training.require_modules("json") == ["json"]
+
+
+def test_require_modules_names_a_missing_module(monkeypatch):
+    # `None` in sys.modules: the module counts as not installed.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(SystemExit) as error:
+        training.require_modules(["json", "matplotlib"])
+    message = str(error.value)
+    assert message == (
+        "Missing optional module matplotlib; install it with:\n"
+        'pip install "keras-selfattn[examples]"'
+    )
+
+
+def test_require_modules_names_every_missing_module(monkeypatch):
+    real = training.importlib.util.find_spec
+
+    def find_spec(name, *args):
+        if name == "broken":
+            raise ValueError("broken.__spec__ is None")
+        return real(name, *args)
+
+    monkeypatch.setattr(training.importlib.util, "find_spec", find_spec)
+    with pytest.raises(SystemExit, match="modules no_such_mod, broken;"):
+        training.require_modules(
+            ["no_such_mod", "json", "broken"], install="pip install x"
+        )
+    with pytest.raises(SystemExit, match="install them with:\npip install x"):
+        training.require_modules(["no_such_mod", "broken"], "pip install x")
+
+
 # add_training_arguments
 
 
@@ -470,6 +710,7 @@ def test_training_arguments_defaults():
         "seed": 42,
         "strategy": "default",
         "verbose": 1,
+        "overwrite": False,
     }
 
 
@@ -492,11 +733,13 @@ def test_training_arguments_parse_and_extend():
             "2",
             "--patience",
             "3",
+            "--overwrite",
         ]
     )
     assert (args.lr_schedule, args.warmup_steps) == ("cosine", 5)
     assert (args.max_steps, args.time_budget_minutes) == (9, 0.5)
     assert (args.strategy, args.verbose, args.patience) == ("mirrored", 2, 3)
+    assert args.overwrite is True
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,14 @@ training split, a `Seq2SeqTransformer` trained with teacher forcing and
 checkpoints that survive an interruption, cached greedy or beam decoding of
 the test split scored by a metric function of the caller's, a
 cross-attention plot, and an end-to-end `TextGenerator` (raw strings in,
-strings out) saved as `.keras` and exported for TF Serving.
+strings out) saved as `.keras` and exported for TF Serving, with its test
+scores in the version's record. Re-running it on a finished run reports that
+run instead of training (`training.prepare_output_dir`).
 """
 
 import json
 import math
+import numbers
 import os
 import time
 
@@ -74,10 +77,16 @@ def train_seq2seq(
     attention_source_tokens=None,
     callbacks=(),
     config=None,
+    overwrite=False,
 ):
     """Train, decode, score, save and export an encoder-decoder Transformer.
 
-    The steps, each printing a line or two:
+    First it looks at `output_dir` (`training.prepare_output_dir`): a
+    finished run (its `metrics.json`) is reported and its metrics returned,
+    with no training and no export; an interrupted run (`backup/`)
+    resumes; any other used folder is refused unless `overwrite`, which
+    trains a fresh run (new vocabularies too) and publishes the next
+    version. Then the steps, each printing a line or two:
 
     1. Read `train`, `validation` and `test` files (`.tsv(.gz)` or
        `.jsonl(.gz)`) from `data_dir`: one source and one target column.
@@ -99,9 +108,13 @@ def train_seq2seq(
        scores (and may print them).
     6. Plot the last decoder block's cross-attention for the first test
        source (`attention.png`), save the generator as `<name>.keras`,
-       reload it, export it for TF Serving to `<output_dir>/serving/<n>/`
-       (`text` in, `text` out) and check that both answer as the original.
-    7. Write `metrics.json`.
+       reload it, print how its numeric scores compare with the latest
+       published version (`training.compare_with_published`), export it
+       for TF Serving to the next `<output_dir>/serving/<n>/` (`text` in,
+       `text` out; the scores, steps, data folder and row counts in its
+       record, `assets.extra/metadata.json`) and check that both answer as
+       the original.
+    7. Write `metrics.json` (last: it marks the run finished).
 
     Call it before any other TensorFlow work when `strategy` is
     `"multiworker"`.
@@ -174,10 +187,15 @@ def train_seq2seq(
         config: dict or `None`, recorded as the metrics' `config` (e.g. the
             command-line flags). Defaults to `None`: the arguments above
             except `evaluate` and `callbacks`.
+        overwrite: bool, train a fresh run in an `output_dir` that holds
+            one (finished, interrupted or failed), as in
+            `training.prepare_output_dir`. Defaults to `False`.
 
     Returns:
-        The metrics, also written to `<output_dir>/metrics.json`: the
-        `evaluate` scores, then those of `training.fit_resumable`,
+        The metrics, also written to `<output_dir>/metrics.json` (or, for a
+        finished run, read from it): the `evaluate` scores, `key_metrics`
+        (the names of its numeric scores), then those of
+        `training.fit_resumable`,
         `decode_seconds`, `steps_per_epoch`, `train_rows`, `eval_rows`,
         `ended_fraction` (decoded rows that emitted the end token),
         `source_vocabulary_size`, `target_vocabulary_size`,
@@ -209,6 +227,13 @@ def train_seq2seq(
     (True, 2)
     >>> os.path.basename(metrics["model_path"]), len(metrics["hypotheses"])
     ('toy.keras', 8)
+    >>> again = train_seq2seq(data, os.path.dirname(metrics["model_path"]),
+    ...                       exact_match, name="toy")
+    The run in ... is finished: exact_match ..., steps 2; exported to
+    .../serving/1. Nothing trained or published; pass --overwrite to train
+    again (it publishes the next serving version).
+    >>> again == metrics
+    True
     """
     # Every argument so far, for `metrics.json` (before any other name).
     options = dict(locals())
@@ -244,6 +269,7 @@ def train_seq2seq(
     _validation.one_of("lr_schedule", lr_schedule, training.SCHEDULES)
     _validation.non_negative_int("warmup_steps", warmup_steps)
     _validation.one_of("strategy", strategy, training.STRATEGIES)
+    _validation.boolean("overwrite", overwrite)
     if copy_attention and not shared_vocabulary:
         # Copied source ids must index the target vocabulary: with two
         # vocabularies of equal size this would train silently on nonsense.
@@ -255,6 +281,10 @@ def train_seq2seq(
         )
     # Before any other TensorFlow work: multi-worker set-up must come first.
     distribution = training.make_strategy(strategy)
+    # A finished run is reported, not trained nor published again.
+    run = training.prepare_output_dir(output_dir, overwrite, distribution)
+    if run == "finished":
+        return training.report_finished_run(output_dir)
     # Only the chief writes to `output_dir` (other workers: a sub-folder).
     output_dir = training.worker_output_dir(output_dir, distribution)
     keras.utils.set_random_seed(seed)
@@ -269,13 +299,16 @@ def train_seq2seq(
     train_sources, train_targets = splits["train"]
     os.makedirs(output_dir, exist_ok=True)
 
-    # WordPiece vocabularies and tokenizers inside the graph.
+    # WordPiece vocabularies and tokenizers inside the graph. Only a resumed
+    # run reuses the saved ones: a fresh run learns them from its data.
+    reuse = run == "resume"
     if shared_vocabulary:
         source_vocabulary = target_vocabulary = _vocabulary(
             os.path.join(output_dir, "vocabulary.txt"),
             train_sources + train_targets,
             vocabulary_size,
             lower_case=target_lower_case,
+            reuse=reuse,
         )
         source_lower_case = target_lower_case
     else:
@@ -284,12 +317,14 @@ def train_seq2seq(
             train_sources,
             vocabulary_size,
             lower_case=source_lower_case,
+            reuse=reuse,
         )
         target_vocabulary = _vocabulary(
             os.path.join(output_dir, "target_vocabulary.txt"),
             train_targets,
             vocabulary_size,
             lower_case=target_lower_case,
+            reuse=reuse,
         )
     source_tokenizer = WordPieceTokenizer(
         source_vocabulary,
@@ -412,12 +447,32 @@ def train_seq2seq(
         max_source_tokens=attention_source_tokens,
     )
     samples = list(test_sources[:3]) + [""]
+    # The scores an operator compares versions on: the numbers.
+    key_metrics = [
+        key
+        for key, value in scores.items()
+        if isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ]
+    metadata = {
+        **scores,
+        "steps": record["steps"],
+        "epochs": record["epochs"],
+        "train_rows": len(train_sources),
+        "eval_rows": len(test_sources),
+        "decoding": decoding,
+        "data_dir": os.path.abspath(os.fspath(data_dir)),
+    }
     outputs, model_path, export_dir = _save_and_export(
-        generator, samples, os.path.join(output_dir, f"{name}.keras")
+        generator,
+        samples,
+        os.path.join(output_dir, f"{name}.keras"),
+        metadata,
+        key_metrics,
     )
 
     metrics = {
         **scores,
+        "key_metrics": key_metrics,
         **record,
         "decode_seconds": round(decode_seconds, 1),
         "steps_per_epoch": steps_per_epoch,
@@ -453,10 +508,11 @@ def _read_splits(data_dir, source_column, target_column, limits):
     return splits
 
 
-def _vocabulary(path, texts, vocabulary_size, lower_case):
-    """Learn a WordPiece vocabulary, or reuse the one saved in `path` (a
-    resumed run must keep the ids its checkpoint was trained with)."""
-    if os.path.exists(path):
+def _vocabulary(path, texts, vocabulary_size, lower_case, reuse):
+    """Learn a WordPiece vocabulary and save it to `path`, or, with `reuse`,
+    read the one saved there (a resumed run must keep the ids its
+    checkpoint was trained with)."""
+    if reuse and os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             return [line.rstrip("\n") for line in f]
     vocabulary = learn_wordpiece_vocabulary(
@@ -526,10 +582,11 @@ def _plot_cross_attention(generator, text, path, max_source_tokens=None):
     )
 
 
-def _save_and_export(generator, samples, model_path):
-    """Save, reload and export `generator`; both copies must answer
-    `samples` as it does. Returns its answers, the `.keras` path and the
-    export folder."""
+def _save_and_export(generator, samples, model_path, metadata, key_metrics):
+    """Save, reload and export `generator` (with `metadata` in the
+    version's record, after a comparison of `key_metrics` with the latest
+    published version); both copies must answer `samples` as it does.
+    Returns its answers, the `.keras` path and the export folder."""
     outputs = generator(tf.constant(samples)).numpy().tolist()
     keras.saving.save_model(generator, model_path)
     reloaded = keras.saving.load_model(model_path)
@@ -537,9 +594,14 @@ def _save_and_export(generator, samples, model_path):
     if again != outputs:
         raise RuntimeError(f"reloaded model differs: {again} != {outputs}")
     # TF Serving layout, <output_dir>/serving/<version>/: `text` in, `text`
-    # out, decoding inside the graph.
+    # out, decoding inside the graph. TF Serving serves the highest version:
+    # first say how this one compares with the one it replaces.
+    serving_dir = os.path.join(os.path.dirname(model_path), "serving")
+    training.compare_with_published(serving_dir, metadata, key_metrics)
     export_dir = export_text_generator(
-        generator, os.path.join(os.path.dirname(model_path), "serving")
+        generator,
+        serving_dir,
+        metadata={**metadata, "model_path": os.path.abspath(model_path)},
     )
     # Keep the loaded object alive while calling it: its variables live there.
     exported = tf.saved_model.load(export_dir)

@@ -1,7 +1,10 @@
-"""Shared helpers for the example tests: loading a script, interrupting it."""
+"""Shared helpers for the example tests: loading a script, interrupting it,
+copying and fingerprinting its output folder."""
 
+import hashlib
 import importlib.util
 import os
+import shutil
 import sys
 
 import keras
@@ -37,3 +40,26 @@ class InterruptAfter(keras.callbacks.Callback):
         self.seen += 1
         if self.seen >= self.batches:
             raise Interrupted(f"interrupted after {self.batches} batches")
+
+
+def snapshot(folder):
+    """`{relative path: (sha256, mtime_ns)}` of every file under `folder`,
+    to check that a run left a folder untouched."""
+    found = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            found[os.path.relpath(path, folder)] = (
+                digest,
+                os.stat(path).st_mtime_ns,
+            )
+    return found
+
+
+def copy_run(output_dir, destination):
+    """A copy of a finished run's folder, for a test that re-runs on it
+    (the module's trained run stays as the other tests expect it)."""
+    shutil.copytree(output_dir, destination)
+    return str(destination)

@@ -4,16 +4,20 @@ import gzip
 import json
 import os
 import random
+import sys
 
 import keras
 import pytest
 import tensorflow as tf
 
 import keras_selfattn  # noqa: F401  (registers the layers for safe_mode)
+from keras_selfattn.export import published_versions
 from keras_selfattn.export import serve_with_c_api
 from tests.examples.support import InterruptAfter
 from tests.examples.support import Interrupted
+from tests.examples.support import copy_run
 from tests.examples.support import load_example
+from tests.examples.support import snapshot
 
 NAMES = ["amy", "bob", "eve"]
 WORDS = ["cat", "dog", "red", "big", "eats", "runs", "fish", "small"]
@@ -236,3 +240,52 @@ def test_serving_export_answers_through_the_c_api(trained):
     assert response["python_modules"] == []
     expected = metrics["sample_outputs"]
     assert response["predictions"] == expected
+
+
+# Re-runs: a finished run is reported, never trained nor published again.
+
+
+def test_export_records_the_scores(trained):
+    out, metrics = trained
+    (version,) = published_versions(os.path.join(out, "serving"))
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert version[key] == pytest.approx(metrics[key])
+    assert version["steps"] == metrics["steps"] == 200
+    assert metrics["key_metrics"] == ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+
+
+def test_rerun_on_a_finished_run_trains_and_publishes_nothing(
+    trained, tmp_path, capsys
+):
+    out, metrics = trained
+    run = copy_run(out, tmp_path / "run")
+    before = snapshot(run)
+    again = _run(metrics["config"]["data_dir"], run, "--epochs", "1")
+    assert snapshot(run) == before
+    assert len(published_versions(os.path.join(run, "serving"))) == 1
+    assert again["rouge2"] == pytest.approx(metrics["rouge2"])
+    printed = capsys.readouterr().out
+    assert f"The run in {run} is finished: rouge1 " in printed
+    assert f"rouge2 {metrics['rouge2']:.4g}" in printed
+    assert f"exported to {metrics['export_dir']}" in printed
+
+
+def test_used_folder_without_overwrite_is_refused(trained, tmp_path):
+    out, metrics = trained
+    run = copy_run(out, tmp_path / "run")
+    os.remove(os.path.join(run, "metrics.json"))
+    before = snapshot(run)
+    with pytest.raises(FileExistsError, match="Pass --overwrite"):
+        _run(metrics["config"]["data_dir"], run)
+    assert snapshot(run) == before
+
+
+def test_missing_rouge_score_exits_before_reading_data(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rouge_score", None)
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit) as error:
+        _run(str(tmp_path / "no_data"), out)
+    message = str(error.value)
+    assert "Missing optional module rouge_score" in message
+    assert 'pip install "keras-selfattn[examples]"' in message
+    assert not os.path.exists(out)

@@ -4,6 +4,7 @@ import gzip
 import json
 import os
 import random
+import sys
 
 import keras
 import numpy as np
@@ -11,9 +12,12 @@ import pytest
 import tensorflow as tf
 
 import keras_selfattn  # noqa: F401  (registers the layers for safe_mode)
+from keras_selfattn.export import published_versions
 from keras_selfattn.export import serve_with_c_api
 from tests.examples.events import read_scalars
+from tests.examples.support import copy_run
 from tests.examples.support import load_example
+from tests.examples.support import snapshot
 
 # Tiny sizes, every one different, so each run takes a few seconds.
 TINY = [
@@ -284,3 +288,164 @@ def test_on_sst2_slice(shared_data, tmp_path):
     assert metrics["label_names"] == ["0", "1"]
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert np.isfinite(metrics["train_loss"]).all()
+
+
+# Re-runs: a finished run is reported, never trained nor published again.
+
+
+def _data_dir(metrics):
+    return metrics["config"]["data_dir"]
+
+
+def test_export_records_the_test_metrics(trained):
+    out, metrics = trained
+    (version,) = published_versions(os.path.join(out, "serving"))
+    assert version["version"] == 1 and version["path"] == metrics["export_dir"]
+    assert version["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert version["test_loss"] == pytest.approx(metrics["test_loss"])
+    assert version["steps"] == metrics["steps"] == 72
+    assert version["label_names"] == ["0", "1"]
+    assert version["data_dir"] == os.path.abspath(_data_dir(metrics))
+    assert metrics["key_metrics"] == ["test_accuracy", "test_loss"]
+
+
+def test_rerun_on_a_finished_run_trains_and_publishes_nothing(
+    trained, tmp_path, capsys
+):
+    out, metrics = trained
+    run = copy_run(out, tmp_path / "run")
+    before = snapshot(run)
+    # Even with other flags: the folder's run is finished.
+    again = _run(_data_dir(metrics), run, "--epochs", "1", "--max-steps", "1")
+    assert snapshot(run) == before
+    assert len(published_versions(os.path.join(run, "serving"))) == 1
+    with open(os.path.join(run, "metrics.json")) as f:
+        assert again == json.load(f)
+    assert again["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    printed = capsys.readouterr().out
+    assert f"The run in {run} is finished: test_accuracy" in printed
+    assert f"steps 72; exported to {metrics['export_dir']}" in printed
+    assert "--overwrite" in printed
+
+
+def test_used_folder_without_overwrite_is_refused(trained, tmp_path):
+    out, metrics = trained
+    run = copy_run(out, tmp_path / "run")
+    # Files of a run, but neither finished (metrics.json) nor interrupted.
+    os.remove(os.path.join(run, "metrics.json"))
+    before = snapshot(run)
+    with pytest.raises(FileExistsError, match="Pass --overwrite"):
+        _run(_data_dir(metrics), run)
+    assert snapshot(run) == before
+
+
+def test_overwrite_trains_afresh_and_publishes_the_next_version(
+    trained, tmp_path, capsys
+):
+    out, metrics = trained
+    run = copy_run(out, tmp_path / "run")
+    serving = os.path.join(run, "serving")
+    first = snapshot(os.path.join(serving, "1"))
+    new = _run(
+        _data_dir(metrics),
+        run,
+        "--overwrite",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--label-names",
+        "negative,positive",
+    )
+    assert new["steps"] == 3 and new["epochs"] == [0]
+    # Version 1 is untouched; version 2 holds this run and its record.
+    versions = published_versions(serving)
+    assert [v["version"] for v in versions] == [1, 2]
+    assert snapshot(os.path.join(serving, "1")) == first
+    latest = versions[-1]
+    assert new["export_dir"] == latest["path"] == os.path.join(serving, "2")
+    assert latest["test_accuracy"] == pytest.approx(new["test_accuracy"])
+    assert latest["steps"] == 3
+    assert latest["label_names"] == ["negative", "positive"]
+    # metrics.json and the .keras model are this run's.
+    with open(os.path.join(run, "metrics.json")) as f:
+        assert json.load(f)["steps"] == 3
+    model = keras.saving.load_model(os.path.join(run, "text_classifier.keras"))
+    probs = keras.ops.convert_to_numpy(model(tf.constant(new["samples"])))
+    np.testing.assert_allclose(probs, new["sample_probabilities"], atol=1e-6)
+    # Before publishing, the comparison with the version served until now.
+    printed = capsys.readouterr().out
+    old, now = metrics["test_accuracy"], new["test_accuracy"]
+    assert (
+        f"serving/1: test_accuracy {old:.4g}, test_loss "
+        f"{metrics['test_loss']:.4g}; this run: test_accuracy {now:.4g}"
+    ) in printed
+    served = tf.saved_model.load(latest["path"]).signatures["serving_default"]
+    labels = served(text=tf.constant(["great", "awful"]))["label"].numpy()
+    assert {label.decode() for label in labels} <= {"negative", "positive"}
+
+
+# Label names: --label-names, else label_names.txt in --data-dir.
+
+
+def test_label_names_file_reaches_the_export(tmp_path, capsys):
+    data = _write_reviews(str(tmp_path / "data"))
+    with open(os.path.join(data, "label_names.txt"), "w") as f:
+        f.write("negative\npositive\n\n")
+    out = str(tmp_path / "out")
+    metrics = _run(data, out, "--epochs", "1", "--max-steps", "2")
+    assert metrics["label_names"] == ["negative", "positive"]
+    latest = published_versions(os.path.join(out, "serving"))[-1]
+    assert latest["label_names"] == ["negative", "positive"]
+    served = tf.saved_model.load(latest["path"]).signatures["serving_default"]
+    answer = served(text=tf.constant(metrics["samples"]))
+    names = [label.decode() for label in answer["label"].numpy()]
+    assert names == [
+        ["negative", "positive"][i] for i in answer["label_id"].numpy()
+    ]
+    # The printed sample predictions use the names.
+    printed = capsys.readouterr().out
+    assert "labels: ['negative', 'positive']" in printed
+    assert "'negative' (" in printed or "'positive' (" in printed
+
+
+@pytest.mark.parametrize(
+    "flags, file, match",
+    [
+        (
+            ["--label-names", "neg,neu,pos"],
+            None,
+            r"`--label-names`, expected 2 distinct, non-empty class names.*"
+            r"Received: --label-names='neg,neu,pos'",
+        ),
+        (["--label-names", "pos,pos"], None, "expected 2 distinct"),
+        # The flag wins over the file.
+        (["--label-names", "a,b,c"], "negative\npositive\n", "`--label-names`"),
+        ([], "good\n", r"label_names.txt holds 1 names \['good'\]; expected 2"),
+    ],
+)
+def test_wrong_label_names_fail_before_training(tmp_path, flags, file, match):
+    data = _write_reviews(str(tmp_path / "data"))
+    if file is not None:
+        with open(os.path.join(data, "label_names.txt"), "w") as f:
+            f.write(file)
+    out = str(tmp_path / "out")
+    with pytest.raises(ValueError, match=match):
+        _run(data, out, *flags)
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("module", ["tensorflow_text", "matplotlib"])
+def test_missing_optional_dependency_exits_before_reading_data(
+    tmp_path, monkeypatch, module
+):
+    # `None` in sys.modules: as if the package were not installed.
+    monkeypatch.setitem(sys.modules, module, None)
+    out = str(tmp_path / "out")
+    # The data folder does not exist: reading it would fail differently.
+    with pytest.raises(SystemExit) as error:
+        _run(str(tmp_path / "no_data"), out)
+    message = str(error.value)
+    assert f"Missing optional module {module}" in message
+    assert 'pip install "keras-selfattn[examples]"' in message
+    assert not os.path.exists(out)

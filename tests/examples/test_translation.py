@@ -4,16 +4,20 @@ import gzip
 import json
 import os
 import random
+import sys
 
 import keras
 import pytest
 import tensorflow as tf
 
 import keras_selfattn  # noqa: F401  (registers the layers for safe_mode)
+from keras_selfattn.export import published_versions
 from keras_selfattn.export import serve_with_c_api
 from tests.examples.support import InterruptAfter
 from tests.examples.support import Interrupted
+from tests.examples.support import copy_run
 from tests.examples.support import load_example
+from tests.examples.support import snapshot
 
 # Word-for-word "English" -> "Spanish": a task a tiny model learns quickly.
 DICTIONARY = {
@@ -203,3 +207,97 @@ def test_serving_export_answers_through_the_c_api(trained):
     assert response["python_modules"] == []
     expected = metrics["sample_outputs"]
     assert response["predictions"] == expected
+
+
+# Re-runs: a finished run is reported, never trained nor published again.
+
+
+def _data_dir(metrics):
+    return metrics["config"]["data_dir"]
+
+
+def test_export_records_the_scores(trained):
+    out, metrics = trained
+    (version,) = published_versions(os.path.join(out, "serving"))
+    assert version["path"] == metrics["export_dir"]
+    assert version["bleu"] == pytest.approx(metrics["bleu"])
+    assert version["bleu_signature"] == metrics["bleu_signature"]
+    assert version["steps"] == metrics["steps"] == 200
+    assert version["eval_rows"] == 32 and version["decoding"] == "greedy"
+    assert version["data_dir"] == os.path.abspath(_data_dir(metrics))
+    # The numeric scores: what a re-run reports and a new version is
+    # compared on.
+    assert metrics["key_metrics"] == ["bleu"]
+
+
+def test_rerun_on_a_finished_run_trains_and_publishes_nothing(
+    trained, tmp_path, capsys
+):
+    out, metrics = trained
+    run = copy_run(out, tmp_path / "run")
+    before = snapshot(run)
+    again = _run(_data_dir(metrics), run, "--epochs", "1")
+    assert snapshot(run) == before
+    assert len(published_versions(os.path.join(run, "serving"))) == 1
+    assert again["bleu"] == pytest.approx(metrics["bleu"])
+    printed = capsys.readouterr().out
+    assert (
+        f"The run in {run} is finished: bleu {metrics['bleu']:.4g}" in printed
+    )
+    assert f"exported to {metrics['export_dir']}" in printed
+
+
+def test_used_folder_without_overwrite_is_refused(trained, tmp_path):
+    out, metrics = trained
+    run = copy_run(out, tmp_path / "run")
+    os.remove(os.path.join(run, "metrics.json"))
+    before = snapshot(run)
+    with pytest.raises(FileExistsError, match="Pass --overwrite"):
+        _run(_data_dir(metrics), run)
+    assert snapshot(run) == before
+
+
+def test_overwrite_trains_afresh_and_publishes_the_next_version(
+    trained, tmp_path, capsys
+):
+    out, metrics = trained
+    run = copy_run(out, tmp_path / "run")
+    serving = os.path.join(run, "serving")
+    first = snapshot(os.path.join(serving, "1"))
+    new = _run(
+        _data_dir(metrics),
+        run,
+        "--overwrite",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--max-eval-rows",
+        "8",
+    )
+    assert new["steps"] == 2 and new["epochs"] == [0]
+    versions = published_versions(serving)
+    assert [v["version"] for v in versions] == [1, 2]
+    assert snapshot(os.path.join(serving, "1")) == first
+    latest = versions[-1]
+    assert new["export_dir"] == latest["path"] == os.path.join(serving, "2")
+    assert latest["bleu"] == pytest.approx(new["bleu"])
+    assert latest["steps"] == 2 and latest["eval_rows"] == 8
+    with open(os.path.join(run, "metrics.json")) as f:
+        assert json.load(f)["steps"] == 2
+    printed = capsys.readouterr().out
+    assert (
+        f"serving/1: bleu {metrics['bleu']:.4g}; this run: bleu "
+        f"{new['bleu']:.4g}"
+    ) in printed
+
+
+def test_missing_sacrebleu_exits_before_reading_data(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sacrebleu", None)
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit) as error:
+        _run(str(tmp_path / "no_data"), out)
+    message = str(error.value)
+    assert "Missing optional module sacrebleu" in message
+    assert 'pip install "keras-selfattn[examples]"' in message
+    assert not os.path.exists(out)
