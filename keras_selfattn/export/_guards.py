@@ -74,14 +74,26 @@ class _Request:
     def require(self, ok, message):
         self.checks.append((ok, message))
 
+    def require_size(self, name, axis, maximum, one, up_to, label):
+        """Require 1 <= shape[axis] <= `maximum` (no bound when `None`);
+        `one`/`up_to` word the expectation without/with the bound."""
+        size = self.dim(axis)
+        ok = tf.greater_equal(size, 1)
+        expected = one
+        if maximum is not None:
+            ok = tf.logical_and(ok, tf.less_equal(size, maximum))
+            expected = up_to.format(maximum)
+        self.require(ok, _message(name, expected, f"{label}=", size))
+
     def require_batch(self, name, max_batch_size):
-        batch = self.dim(0)
-        ok = tf.greater_equal(batch, 1)
-        expected = "a batch of at least one row"
-        if max_batch_size is not None:
-            ok = tf.logical_and(ok, tf.less_equal(batch, max_batch_size))
-            expected = f"a batch of 1 to {max_batch_size} rows"
-        self.require(ok, _message(name, expected, "batch_size=", batch))
+        self.require_size(
+            name,
+            0,
+            max_batch_size,
+            "a batch of at least one row",
+            "a batch of 1 to {} rows",
+            "batch_size",
+        )
 
     def checked(self, static_shape):
         """The input for the model: the request's tensor if its rank is
@@ -149,13 +161,14 @@ def check_token_ids(ids, name, max_batch_size, vocabulary_size, max_length):
     request = _Request(ids, rank=2)
     _expect_rank(request, name, "an int32 tensor of shape (batch_size, length)")
     request.require_batch(name, max_batch_size)
-    length = request.dim(1)
-    ok = tf.greater_equal(length, 1)
-    expected = "at least one token per row"
-    if max_length is not None:
-        ok = tf.logical_and(ok, tf.less_equal(length, max_length))
-        expected = f"1 to {max_length} tokens per row"
-    request.require(ok, _message(name, expected, "length=", length))
+    request.require_size(
+        name,
+        1,
+        max_length,
+        "at least one token per row",
+        "1 to {} tokens per row",
+        "length",
+    )
     # Over all the ids, whatever the shape. An empty request passes this
     # check (its min and max are the dtype's extremes), not the batch one.
     flat = tf.reshape(ids, [-1])

@@ -63,3 +63,17 @@ def copy_run(output_dir, destination):
     (the module's trained run stays as the other tests expect it)."""
     shutil.copytree(output_dir, destination)
     return str(destination)
+
+
+def check_used_folder_is_refused(run_example, output_dir, destination):
+    """A copy of a finished run without its `metrics.json` (files of a run,
+    neither finished nor interrupted): `run_example(folder)` must refuse it
+    before training, naming `--overwrite`, and leave it untouched."""
+    import pytest
+
+    folder = copy_run(output_dir, destination)
+    os.remove(os.path.join(folder, "metrics.json"))
+    before = snapshot(folder)
+    with pytest.raises(FileExistsError, match="Pass --overwrite"):
+        run_example(folder)
+    assert snapshot(folder) == before

@@ -15,6 +15,7 @@ from keras_selfattn.export import published_versions
 from keras_selfattn.export import serve_with_c_api
 from tests.examples.support import InterruptAfter
 from tests.examples.support import Interrupted
+from tests.examples.support import check_used_folder_is_refused
 from tests.examples.support import copy_run
 from tests.examples.support import load_example
 from tests.examples.support import snapshot
@@ -249,12 +250,9 @@ def test_rerun_on_a_finished_run_trains_and_publishes_nothing(
 
 def test_used_folder_without_overwrite_is_refused(trained, tmp_path):
     out, metrics = trained
-    run = copy_run(out, tmp_path / "run")
-    os.remove(os.path.join(run, "metrics.json"))
-    before = snapshot(run)
-    with pytest.raises(FileExistsError, match="Pass --overwrite"):
-        _run(_data_dir(metrics), run)
-    assert snapshot(run) == before
+    check_used_folder_is_refused(
+        lambda run: _run(_data_dir(metrics), run), out, tmp_path / "run"
+    )
 
 
 def test_overwrite_trains_afresh_and_publishes_the_next_version(
