@@ -47,6 +47,9 @@ class CrossAttention(MultiHeadSelfAttention):
         training: bool, whether dropout is active.
         return_attention_scores: bool, whether to also return the attention
             weights. Defaults to `False`.
+        cache: optional dict from `init_cache(context)`: the context's keys
+            and values projected once (for decoding); `context` and
+            `context_mask` are then not used.
 
     Returns:
         A tensor of shape `(batch_size, query_len, output_dim)`, or the tuple
@@ -90,28 +93,69 @@ class CrossAttention(MultiHeadSelfAttention):
         )
         self._build_projections(query_dim, context_dim)
 
+    def init_cache(self, context, context_mask=None):
+        """The context's keys and values, projected once for decoding.
+
+        Args:
+            context: `(batch_size, context_len, context_dim)`.
+            context_mask: optional bool `(batch_size, context_len)`;
+                defaults to the Keras mask carried by `context` (all valid
+                when there is none).
+
+        Returns:
+            A dict: `key` `(batch_size, num_heads, context_len, key_dim)`,
+            `value` `(batch_size, num_heads, context_len, value_dim)`,
+            `key_mask` `(batch_size, context_len)` (bool). Pass it as
+            `cache` to `call`, in place of `context`.
+        """
+        _validation.sequence_shape("context", context.shape, self.name)
+        context_mask = _masking.check_padding_mask(
+            "context_mask",
+            _masking.resolve_mask(context, context_mask),
+            context,
+        )
+        if context_mask is None:
+            context_mask = keras.ops.ones(
+                keras.ops.shape(context)[:2], dtype="bool"
+            )
+        key, value = self._project_key_value(context)  # (B, N, S, H|V)
+        return {"key": key, "value": value, "key_mask": context_mask}
+
     def call(
         self,
         query,
-        context,
+        context=None,
         context_mask=None,
         query_mask=None,
         attention_mask=None,
         training=None,
         return_attention_scores=False,
+        cache=None,
     ):
         # Keras fills `<arg>_mask` from each input's Keras mask only in some
         # call patterns; resolve both ourselves.
         query_mask = _masking.check_padding_mask(
             "query_mask", _masking.resolve_mask(query, query_mask), query
         )
-        context_mask = _masking.check_padding_mask(
-            "context_mask",
-            _masking.resolve_mask(context, context_mask),
-            context,
+        if cache is None:
+            if context is None:
+                raise _validation.invalid(
+                    "context",
+                    "a tensor (batch_size, context_len, context_dim), or a "
+                    "`cache` from `init_cache`",
+                    None,
+                )
+            cache = self.init_cache(context, context_mask)
+        key, value, context_mask = (
+            cache["key"],
+            cache["value"],
+            cache["key_mask"],
         )
         attention_mask = _masking.check_attention_mask(
-            "attention_mask", attention_mask, query.shape, context.shape
+            "attention_mask",
+            attention_mask,
+            query.shape,
+            tuple(context_mask.shape),
         )
         merged = _masking.attention_mask_from(
             query_mask=query_mask,
@@ -120,9 +164,10 @@ class CrossAttention(MultiHeadSelfAttention):
         )
         # Without a request for the scores, the dense fast path (grouped,
         # with a hand-written backward pass).
-        outputs, scores = self._attend(
-            query,
-            context,
+        outputs, scores = self._attend_projected(
+            self._project_query(query),  # (B, N, T, H)
+            key,
+            value,
             merged,
             training,
             need_probs=bool(return_attention_scores),
@@ -139,12 +184,13 @@ class CrossAttention(MultiHeadSelfAttention):
     def compute_output_spec(
         self,
         query,
-        context,
+        context=None,
         context_mask=None,
         query_mask=None,
         attention_mask=None,
         training=None,
         return_attention_scores=False,
+        cache=None,
     ):
         outputs = keras.KerasTensor(
             self.compute_output_shape(query.shape), dtype=self.compute_dtype
@@ -153,7 +199,12 @@ class CrossAttention(MultiHeadSelfAttention):
             return outputs
         batch, query_len = query.shape[:2]
         scores = keras.KerasTensor(
-            (batch, self.num_heads, query_len, context.shape[1]),
+            (
+                batch,
+                self.num_heads,
+                query_len,
+                (context if cache is None else cache["key_mask"]).shape[1],
+            ),
             dtype=self.compute_dtype,
         )
         return outputs, scores

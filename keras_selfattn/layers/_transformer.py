@@ -69,9 +69,18 @@ class TransformerLayer(keras.layers.Layer):
         self.seed = seed
         self.supports_masking = True
 
+    def _sublayer_kwargs(self):
+        """`dtype` and `trainable` for a sub-layer created in `build`."""
+        # Keras' `trainable` setter reaches only the sub-layers that exist
+        # when it runs; one created later starts trainable, variables and
+        # all. Passing the flag on freezes what a block frozen before its
+        # first call builds (and what a frozen `.keras` block rebuilds).
+        return {"dtype": self.dtype_policy, "trainable": self.trainable}
+
     def _attention_kwargs(self, seed_offset):
         """Arguments for an attention sub-layer."""
         return {
+            **self._sublayer_kwargs(),
             "num_heads": self.num_heads,
             "key_dim": self.key_dim,
             "dropout": self.attention_dropout,
@@ -82,7 +91,6 @@ class TransformerLayer(keras.layers.Layer):
                 self.bias_initializer, 10 * seed_offset
             ),
             "seed": _offset_seed(self.seed, seed_offset),
-            "dtype": self.dtype_policy,
         }
 
     def _norm_and_dropout(self, prefix, input_shape, seed_offset):
@@ -92,15 +100,15 @@ class TransformerLayer(keras.layers.Layer):
         # `dtype_policy` is safe under mixed precision.
         norm = _layer_norm.LayerNormalization(
             epsilon=self.layer_norm_epsilon,
-            dtype=self.dtype_policy,
             name=f"{prefix}_layer_norm",
+            **self._sublayer_kwargs(),
         )
         norm.build(input_shape)
         dropout = keras.layers.Dropout(
             self.dropout,
             seed=_offset_seed(self.seed, seed_offset),
-            dtype=self.dtype_policy,
             name=f"{prefix}_dropout",
+            **self._sublayer_kwargs(),
         )
         dropout.build(input_shape)
         return norm, dropout
@@ -114,16 +122,16 @@ class TransformerLayer(keras.layers.Layer):
             # Offsets past any attention sub-layer's (it uses 0..8).
             kernel_initializer=clone_initializer(self.kernel_initializer, 100),
             bias_initializer=clone_initializer(self.bias_initializer, 101),
-            dtype=self.dtype_policy,
             name="feedforward_intermediate_dense",
+            **self._sublayer_kwargs(),
         )
         self._feedforward_intermediate.build(input_shape)
         self._feedforward_output = keras.layers.Dense(
             hidden_dim,
             kernel_initializer=clone_initializer(self.kernel_initializer, 102),
             bias_initializer=clone_initializer(self.bias_initializer, 103),
-            dtype=self.dtype_policy,
             name="feedforward_output_dense",
+            **self._sublayer_kwargs(),
         )
         self._feedforward_output.build(tuple(input_shape[:-1]) + (self.ff_dim,))
         self._feedforward_norm, self._feedforward_dropout = (

@@ -17,6 +17,8 @@ _IMPLS = ("auto", "dense", "chunked")
 # (4.8 GB peak at batch 1, 8 heads and 8,192 tokens; the chunked path needs
 # 1.6 GB and is still faster there than `keras.layers.MultiHeadAttention`).
 CHUNKED_MIN_LENGTH = 4096
+# The tensors of `MultiHeadSelfAttention.init_cache`.
+_CACHE_KEYS = {"key", "value", "key_mask"}
 
 
 @keras.saving.register_keras_serializable(package="keras_selfattn")
@@ -294,10 +296,22 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_mask=None,
         training=None,
         return_attention_scores=False,
+        cache=None,
+        cache_update_index=None,
     ):
         padding = _masking.check_padding_mask(
             "mask", _masking.resolve_mask(inputs, mask), inputs
         )
+        if cache is not None or cache_update_index is not None:
+            return self._call_cached(
+                inputs,
+                padding,
+                attention_mask,
+                training,
+                return_attention_scores,
+                cache,
+                cache_update_index,
+            )
         attention_mask = _masking.check_attention_mask(
             "attention_mask", attention_mask, inputs.shape, inputs.shape
         )
@@ -336,6 +350,123 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if return_attention_scores:
             return outputs, scores
         return outputs
+
+    def init_cache(self, batch_size, max_length):
+        """An empty key/value cache for step-by-step decoding.
+
+        Pass it to `call` with `cache_update_index`: each call writes the
+        keys and values of its positions into the cache and attends over
+        everything written so far, so a decoding step costs `O(max_length)`
+        instead of re-running the prefix. Only a `causal=True` layer has a
+        cache (a position must not see later ones). The layer must be built
+        (called once, or `build(input_shape)`): the head sizes depend on the
+        input width.
+
+        Args:
+            batch_size: int (or a scalar int tensor), the batch size of the
+                calls that will use the cache.
+            max_length: int, the most positions the cache holds.
+
+        Returns:
+            A dict of tensors: `key` `(batch_size, num_heads, max_length,
+            key_dim)` and `value` `(batch_size, num_heads, max_length,
+            value_dim)` (zeros, in the compute dtype), and `key_mask`
+            `(batch_size, max_length)` (bool, `False`: nothing written
+            yet). The cached keys of padded positions stay masked.
+        """
+        if not self.causal:
+            raise _validation.invalid(
+                "causal",
+                "True for a layer with a cache (a position must not see "
+                "later ones)",
+                self.causal,
+            )
+        if not self.built:
+            raise ValueError(
+                f"Layer {self.name!r} is not built: call it once or "
+                "`build(input_shape)` before `init_cache` (the head sizes "
+                "depend on the input width)."
+            )
+        if isinstance(batch_size, int) or not hasattr(batch_size, "shape"):
+            batch_size = _validation.positive_int("batch_size", batch_size)
+        max_length = _validation.positive_int("max_length", max_length)
+        heads = self.num_heads
+        return {
+            "key": ops.zeros(
+                (batch_size, heads, max_length, self._key_dim),
+                dtype=self.compute_dtype,
+            ),
+            "value": ops.zeros(
+                (batch_size, heads, max_length, self._value_dim),
+                dtype=self.compute_dtype,
+            ),
+            "key_mask": ops.zeros((batch_size, max_length), dtype="bool"),
+        }
+
+    def _call_cached(
+        self,
+        inputs,
+        padding,
+        attention_mask,
+        training,
+        return_attention_scores,
+        cache,
+        index,
+    ):
+        """`call` with a cache: the positions `index ..` of `inputs`
+        attend over the cached ones and themselves; returns `(outputs,
+        [scores,] new_cache)`."""
+        capacity, index = _check_cache(self, inputs, cache, index)
+        attention_mask = _masking.check_attention_mask(
+            "attention_mask",
+            attention_mask,
+            inputs.shape,
+            (inputs.shape[0], capacity),
+        )
+        query = self._project_query(inputs)  # (B, N, T, H)
+        key, value = self._project_key_value(inputs)  # (B, N, T, H|V)
+        start = (0, 0, index, 0)
+        key_cache = ops.slice_update(
+            cache["key"], start, ops.cast(key, cache["key"].dtype)
+        )  # (B, N, L, H)
+        value_cache = ops.slice_update(
+            cache["value"], start, ops.cast(value, cache["value"].dtype)
+        )  # (B, N, L, V)
+        valid = padding
+        if valid is None:
+            valid = ops.ones(ops.shape(inputs)[:2], dtype="bool")
+        key_mask = ops.slice_update(
+            cache["key_mask"], (0, index), valid
+        )  # (B, L)
+        # Query t sits at position index + t: causal (and window) limits in
+        # absolute positions, as the full call applies them.
+        band = _masking.band_mask(
+            ops.shape(inputs)[1],
+            capacity,
+            causal=True,
+            window=self.window,
+            query_offset=index,
+        )  # (T, L)
+        merged = _masking.attention_mask_from(
+            query_mask=padding,
+            key_mask=key_mask,
+            attention_mask=attention_mask,
+            band=band,
+        )  # (B, T, L)
+        outputs, scores = self._attend_projected(
+            query,
+            key_cache,
+            value_cache,
+            merged,
+            training,
+            need_probs=return_attention_scores,
+        )
+        _masking.set_keras_mask(outputs, padding)
+        new_cache = {"key": key_cache, "value": value_cache}
+        new_cache["key_mask"] = key_mask
+        if return_attention_scores:
+            return outputs, scores, new_cache
+        return outputs, new_cache
 
     def _choose_impl(self, training, return_attention_scores):
         """`"dense"`, `"chunked"` or `"auto"` (decide by length)."""
@@ -600,17 +731,21 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_mask=None,
         training=None,
         return_attention_scores=False,
+        cache=None,
+        cache_update_index=None,
     ):
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
         )
-        if not return_attention_scores:
-            return outputs
         batch, seq_len = inputs.shape[:2]
+        key_len = seq_len if cache is None else cache["key"].shape[2]
         scores = keras.KerasTensor(
-            (batch, self.num_heads, seq_len, seq_len), dtype=self.compute_dtype
+            (batch, self.num_heads, seq_len, key_len), dtype=self.compute_dtype
         )
-        return outputs, scores
+        result = (outputs, scores) if return_attention_scores else (outputs,)
+        if cache is not None:
+            result += (cache_spec(cache),)
+        return result if len(result) > 1 else outputs
 
     def get_config(self):
         return {
@@ -646,3 +781,63 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             "attention_impl": self.attention_impl,
             "chunk_size": self.chunk_size,
         }
+
+
+def cache_spec(cache):
+    """`KerasTensor`s of a cache's structure (for symbolic calls)."""
+    return {
+        name: keras.KerasTensor(tensor.shape, dtype=tensor.dtype)
+        for name, tensor in cache.items()
+    }
+
+
+def _check_cache(layer, inputs, cache, index):
+    """Validate a `call` with `cache`/`cache_update_index`; returns the
+    cache's `max_length` and the index (an int when it is known)."""
+    if cache is None or index is None:
+        missing = "cache" if cache is None else "cache_update_index"
+        raise _validation.invalid(
+            missing,
+            "both `cache` (from `init_cache`) and `cache_update_index` (the "
+            "position of the first input step), or neither",
+            None,
+        )
+    if not layer.causal:
+        raise _validation.invalid(
+            "cache",
+            "None for a layer with causal=False (only a causal layer "
+            "decodes step by step)",
+            type(cache).__name__,
+        )
+    if not isinstance(cache, dict) or set(cache) != _CACHE_KEYS:
+        raise _validation.invalid(
+            "cache",
+            f"the dict from `init_cache`, with keys {sorted(_CACHE_KEYS)}",
+            sorted(cache) if isinstance(cache, dict) else type(cache).__name__,
+            error=TypeError,
+        )
+    shape = tuple(cache["key"].shape)
+    if len(shape) != 4 or (shape[1], shape[3]) != (
+        layer.num_heads,
+        layer._key_dim,
+    ):
+        raise _validation.invalid(
+            "cache",
+            f"keys of shape (batch_size, {layer.num_heads}, max_length, "
+            f"{layer._key_dim}) (this layer's `init_cache`)",
+            shape,
+        )
+    capacity = shape[2]
+    steps = inputs.shape[1]
+    if isinstance(index, int) or hasattr(index, "numpy"):
+        # Known now: past the cache, `slice_update` would clamp silently.
+        index = int(index)
+        last = capacity - (steps or 1)
+        if not 0 <= index <= last:
+            raise _validation.invalid(
+                "cache_update_index",
+                f"an integer in [0, {last}] ({steps or 1} input step(s) in a "
+                f"cache of max_length {capacity})",
+                index,
+            )
+    return capacity, index

@@ -151,8 +151,24 @@ class PositionalEncoding(keras.layers.Layer):
             embeddings_initializer
         )
         self.supports_masking = True
+        # The sinusoids have no weights: built now, as Keras' stateless
+        # layers (`Dropout`), so the shape checks run in `call` and
+        # `compute_output_shape` too. Not for a subclass that defines its
+        # own `build`: Keras would never call it.
+        own_build = type(self).build is PositionalEncoding.build
+        self.built = kind == "sinusoidal" and own_build
 
     def build(self, input_shape):
+        encoding_dim = self._encoding_width(input_shape)
+        if self.kind == "learned":
+            self.embeddings = self.add_weight(
+                name="embeddings",
+                shape=(self.max_length, encoding_dim),
+                initializer=self.embeddings_initializer,
+            )
+
+    def _encoding_width(self, input_shape):
+        """Check the input shape; return the encoding width `E`."""
         input_dim = _validation.sequence_shape("inputs", input_shape, self.name)
         if self.merge == "add" and self.encoding_dim not in (None, input_dim):
             raise _validation.invalid(
@@ -161,30 +177,16 @@ class PositionalEncoding(keras.layers.Layer):
                 "merge='add' (use merge='concat' for another width)",
                 self.encoding_dim,
             )
-        self._encoding_dim = self.encoding_dim or input_dim
-        if self.kind == "learned":
-            self.embeddings = self.add_weight(
-                name="embeddings",
-                shape=(self.max_length, self._encoding_dim),
-                initializer=self.embeddings_initializer,
-            )
-        else:
-            # The frequencies in float64, rounded once to float32: the table
-            # then matches the float64 reference to float32 precision.
-            pairs = np.arange(self._encoding_dim) // 2
-            exponent = 2.0 * pairs / self._encoding_dim
-            self._inverse_frequency = np.power(self.base, -exponent).astype(
-                "float32"
-            )  # (E,)
-            self._even = np.arange(self._encoding_dim) % 2 == 0  # (E,)
+        return self.encoding_dim or input_dim
 
     def call(self, inputs, mask=None, start_index=0):
+        encoding_dim = self._encoding_width(inputs.shape)
         mask = _masking.check_padding_mask(
             "mask", _masking.resolve_mask(inputs, mask), inputs
         )
         start = self._check_positions(start_index, inputs.shape[1])
         seq_len = ops.shape(inputs)[1]
-        encoding = self._encoding(start, seq_len)  # (T, E)
+        encoding = self._encoding(start, seq_len, encoding_dim)  # (T, E)
         # Sinusoids are computed in float32 and cast once: float16 cannot
         # even represent the positions above 2048.
         encoding = ops.cast(encoding, inputs.dtype)
@@ -193,7 +195,7 @@ class PositionalEncoding(keras.layers.Layer):
         else:
             batch_size = ops.shape(inputs)[0]
             tiled = ops.broadcast_to(
-                encoding[None, :, :], (batch_size, seq_len, self._encoding_dim)
+                encoding[None, :, :], (batch_size, seq_len, encoding_dim)
             )  # (B, T, E)
             outputs = ops.concatenate([inputs, tiled], axis=-1)  # (B, T, D+E)
         if mask is not None:
@@ -241,7 +243,7 @@ class PositionalEncoding(keras.layers.Layer):
                 f"{received}seq_len={seq_len}, max_length={self.max_length}"
             )
 
-    def _encoding(self, start, seq_len):
+    def _encoding(self, start, seq_len, encoding_dim):
         """The `(seq_len, encoding_dim)` encoding from position `start`.
 
         Sinusoids are float32; the learned table is read in the compute
@@ -251,7 +253,7 @@ class PositionalEncoding(keras.layers.Layer):
             # `Slice` checks its bounds at run time, so a graph with unknown
             # lengths still fails past the end of the table.
             return ops.slice(
-                self.embeddings, (start, 0), (seq_len, self._encoding_dim)
+                self.embeddings, (start, 0), (seq_len, encoding_dim)
             )  # (T, E)
         if self.max_length is None:
             positions = ops.arange(seq_len, dtype="int32") + start  # (T,)
@@ -261,24 +263,29 @@ class PositionalEncoding(keras.layers.Layer):
             positions = ops.slice(
                 ops.arange(self.max_length, dtype="int32"), (start,), (seq_len,)
             )  # (T,)
+        # The frequencies in float64, rounded once to float32: the table
+        # then matches the float64 reference to float32 precision. NumPy
+        # constants, computed again at each call (E values; no weights).
+        pairs = np.arange(encoding_dim) // 2
+        exponent = 2.0 * pairs / encoding_dim
+        inverse_frequency = np.power(self.base, -exponent).astype("float32")
+        even = np.arange(encoding_dim) % 2 == 0  # (E,)
         positions = ops.cast(positions, "float32")
-        angles = positions[:, None] * self._inverse_frequency[None, :]  # (T, E)
-        return ops.where(self._even[None, :], ops.sin(angles), ops.cos(angles))
+        angles = positions[:, None] * inverse_frequency[None, :]  # (T, E)
+        return ops.where(even[None, :], ops.sin(angles), ops.cos(angles))
 
     def compute_mask(self, inputs, mask=None):
         return _masking.resolve_mask(inputs, mask)
 
     def compute_output_shape(self, input_shape):
         input_shape = tuple(input_shape)
-        # Functional models infer shapes here, without running `call`.
-        seq_len = input_shape[1] if len(input_shape) > 1 else None
-        self._check_length(None, seq_len)
+        # Functional models infer shapes here, without running `call` (nor,
+        # for the built-at-construction sinusoids, `build`).
+        encoding_dim = self._encoding_width(input_shape)
+        self._check_length(None, input_shape[1])
         if self.merge == "add":
             return input_shape
-        features = input_shape[-1]
-        encoding_dim = self.encoding_dim or features
-        output_dim = None if features is None else features + encoding_dim
-        return input_shape[:-1] + (output_dim,)
+        return input_shape[:-1] + (input_shape[-1] + encoding_dim,)
 
     def get_config(self):
         return {

@@ -70,11 +70,14 @@ class SequencePooling(keras.layers.Layer):
         super().__init__(**kwargs)
         self.mode = mode
         self.supports_masking = True
-
-    def build(self, input_shape):
-        _validation.sequence_shape("inputs", input_shape, self.name)
+        # No weights: built now, as Keras' stateless layers (`Dropout`), so
+        # no `build` runs and the shape checks live in `call` and
+        # `compute_output_shape`. Not for a subclass that defines `build`:
+        # Keras would never call it.
+        self.built = type(self).build is keras.layers.Layer.build
 
     def call(self, inputs, mask=None):
+        _validation.sequence_shape("inputs", inputs.shape, self.name)
         mask = _masking.check_padding_mask(
             "mask", _masking.resolve_mask(inputs, mask), inputs
         )
@@ -110,6 +113,8 @@ class SequencePooling(keras.layers.Layer):
         return None
 
     def compute_output_shape(self, input_shape):
+        # Functional models infer shapes here, without running `call`.
+        _validation.sequence_shape("inputs", input_shape, self.name)
         return (input_shape[0], input_shape[-1])
 
     def get_config(self):

@@ -10,6 +10,7 @@ from keras_selfattn.layers import _validation
 from keras_selfattn.layers.multi_head_self_attention import (
     MultiHeadSelfAttention,
 )
+from keras_selfattn.layers.multi_head_self_attention import cache_spec
 
 
 @keras.saving.register_keras_serializable(package="keras_selfattn")
@@ -179,6 +180,39 @@ class TransformerBlock(_transformer.TransformerLayer):
         )
         self._build_feedforward(input_shape, seed_offset=2)
 
+    def init_cache(self, batch_size, max_length):
+        """An empty key/value cache for step-by-step decoding with a causal
+        block (GPT-style generation).
+
+        The self-attention's cache (`MultiHeadSelfAttention.init_cache`):
+        pass it to `call` with `cache_update_index`, which returns the new
+        cache with the outputs. The block must be built (called once, or
+        `build(input_shape)`).
+
+        Args:
+            batch_size: int (or a scalar int tensor), the batch size of the
+                calls that will use the cache.
+            max_length: int, the most positions the cache holds.
+
+        Returns:
+            A dict of tensors: `key` `(batch_size, num_heads, max_length,
+            key_dim)`, `value` `(batch_size, num_heads, max_length,
+            value_dim)` and `key_mask` `(batch_size, max_length)`.
+        """
+        if not self.causal:
+            raise _validation.invalid(
+                "causal",
+                "True for a block with a cache (a position must not see "
+                "later ones)",
+                self.causal,
+            )
+        if not self.built:
+            raise ValueError(
+                f"Layer {self.name!r} is not built: call it once or "
+                "`build(input_shape)` before `init_cache`."
+            )
+        return self._self_attention.init_cache(batch_size, max_length)
+
     def call(
         self,
         inputs,
@@ -186,22 +220,35 @@ class TransformerBlock(_transformer.TransformerLayer):
         attention_mask=None,
         training=None,
         return_attention_scores=False,
+        cache=None,
+        cache_update_index=None,
     ):
         padding = _masking.check_padding_mask(
             "mask", _masking.resolve_mask(inputs, mask), inputs
         )
+        cached = cache is not None or cache_update_index is not None
         x = self._sublayer_input(inputs, self._self_attention_norm)
         # The padding mask goes in explicitly: it may have come as `mask`
         # rather than riding on `inputs`.
         # Scores only when asked: they force the dense attention path.
+        cache_kwargs = {}
+        if cached:
+            cache_kwargs = {
+                "cache": cache,
+                "cache_update_index": cache_update_index,
+            }
         y = self._self_attention(
             x,
             mask=padding,
             attention_mask=attention_mask,
             training=training,
             return_attention_scores=return_attention_scores,
-        )  # (B, T, D) [, (B, N, T, T)]
-        y, scores = y if return_attention_scores else (y, None)
+            **cache_kwargs,
+        )  # (B, T, D) [, (B, N, T, T|L)] [, cache]
+        y = y if isinstance(y, tuple) else (y,)
+        new_cache = y[-1] if cached else None
+        scores = y[1] if return_attention_scores else None
+        y = y[0]
         x = self._sublayer_output(
             inputs,
             y,
@@ -210,9 +257,10 @@ class TransformerBlock(_transformer.TransformerLayer):
             training,
         )
         outputs = self._feedforward_and_finish(x, padding, training)
-        if return_attention_scores:
-            return outputs, scores
-        return outputs
+        result = (outputs, scores) if return_attention_scores else (outputs,)
+        if cached:
+            result += (new_cache,)
+        return result if len(result) > 1 else outputs
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -224,17 +272,21 @@ class TransformerBlock(_transformer.TransformerLayer):
         attention_mask=None,
         training=None,
         return_attention_scores=False,
+        cache=None,
+        cache_update_index=None,
     ):
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
         )
-        if not return_attention_scores:
-            return outputs
         batch, seq_len = inputs.shape[:2]
+        key_len = seq_len if cache is None else cache["key"].shape[2]
         scores = keras.KerasTensor(
-            (batch, self.num_heads, seq_len, seq_len), dtype=self.compute_dtype
+            (batch, self.num_heads, seq_len, key_len), dtype=self.compute_dtype
         )
-        return outputs, scores
+        result = (outputs, scores) if return_attention_scores else (outputs,)
+        if cache is not None:
+            result += (cache_spec(cache),)
+        return result if len(result) > 1 else outputs
 
     def get_config(self):
         return {

@@ -11,6 +11,7 @@ from keras_selfattn.layers._cross_attention import CrossAttention
 from keras_selfattn.layers.multi_head_self_attention import (
     MultiHeadSelfAttention,
 )
+from keras_selfattn.layers.multi_head_self_attention import cache_spec
 
 
 @keras.saving.register_keras_serializable(package="keras_selfattn")
@@ -199,27 +200,49 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
     def call(
         self,
         inputs,
-        encoder_outputs,
+        encoder_outputs=None,
         mask=None,
         encoder_mask=None,
         attention_mask=None,
         training=None,
         return_attention_scores=False,
+        cache=None,
+        cache_update_index=None,
     ):
         _validation.sequence_shape("inputs", inputs.shape, self.name)
-        _validation.sequence_shape(
-            "encoder_outputs", encoder_outputs.shape, self.name
-        )
+        cached = cache is not None or cache_update_index is not None
+        if cached:
+            _check_block_cache(cache, cache_update_index)
+        elif encoder_outputs is None:
+            raise _validation.invalid(
+                "encoder_outputs",
+                "a tensor (batch_size, source_len, encoder_dim) (or, when "
+                "decoding, a `cache` from `init_cache`)",
+                None,
+            )
+        else:
+            _validation.sequence_shape(
+                "encoder_outputs", encoder_outputs.shape, self.name
+            )
         # With two tensor arguments Keras leaves `mask` as `None`: always
         # fall back to the masks the tensors carry.
         padding = _masking.check_padding_mask(
             "mask", _masking.resolve_mask(inputs, mask), inputs
         )
-        encoder_padding = _masking.check_padding_mask(
-            "encoder_mask",
-            _masking.resolve_mask(encoder_outputs, encoder_mask),
-            encoder_outputs,
-        )
+        encoder_padding = None
+        if not cached:
+            encoder_padding = _masking.check_padding_mask(
+                "encoder_mask",
+                _masking.resolve_mask(encoder_outputs, encoder_mask),
+                encoder_outputs,
+            )
+        self_kwargs, cross_kwargs = {}, {}
+        if cached:
+            self_kwargs = {
+                "cache": cache["self_attention"],
+                "cache_update_index": cache_update_index,
+            }
+            cross_kwargs = {"cache": cache["cross_attention"]}
         x = self._sublayer_input(inputs, self._self_attention_norm)
         y = self._self_attention(
             x,
@@ -227,11 +250,14 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             attention_mask=attention_mask,
             training=training,
             return_attention_scores=return_attention_scores,
-        )  # (B, T, D) [, (B, N, T, T)]
-        y, self_scores = y if return_attention_scores else (y, None)
+            **self_kwargs,
+        )  # (B, T, D) [, (B, N, T, T|L)] [, cache]
+        y = y if isinstance(y, tuple) else (y,)
+        self_cache = y[-1] if cached else None
+        self_scores = y[1] if return_attention_scores else None
         x = self._sublayer_output(
             inputs,
-            y,
+            y[0],
             self._self_attention_norm,
             self._self_attention_dropout,
             training,
@@ -240,11 +266,12 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         x = self._sublayer_input(x, self._cross_attention_norm)
         y = self._cross_attention(
             x,
-            encoder_outputs,
+            encoder_outputs if not cached else None,
             context_mask=encoder_padding,
             query_mask=padding,
             training=training,
             return_attention_scores=return_attention_scores,
+            **cross_kwargs,
         )  # (B, T, D) [, (B, N, T, S)]
         y, cross_scores = y if return_attention_scores else (y, None)
         x = self._sublayer_output(
@@ -255,15 +282,20 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             training,
         )
         outputs = self._feedforward_and_finish(x, padding, training)
+        result = (outputs,)
         if return_attention_scores:
-            return outputs, self_scores, cross_scores
-        return outputs
+            result += (self_scores, cross_scores)
+        if cached:
+            result += (dict(cache, self_attention=self_cache),)
+        return result if len(result) > 1 else outputs
 
     def init_cache(self, encoder_outputs, max_length, encoder_mask=None):
-        """The key/value cache for incremental decoding.
+        """The key/value cache for step-by-step decoding through `call`.
 
         The encoder's keys and values are projected once, here; the
         self-attention cache has room for `max_length` target positions.
+        Pass the cache to `call` with `cache_update_index` (and no
+        `encoder_outputs`): it returns the new cache with the outputs.
 
         Args:
             encoder_outputs: `(batch_size, source_len, encoder_dim)`.
@@ -273,55 +305,44 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
                 when there is none).
 
         Returns:
-            A dict of tensors: `self_key (B, N, max_length, H)`,
-            `self_value (B, N, max_length, V)`, `cross_key (B, N, S, H)`,
-            `cross_value (B, N, S, V)`, `encoder_mask (B, S)`.
+            A dict of two caches: `self_attention` (as
+            `MultiHeadSelfAttention.init_cache`: `key`, `value`, `key_mask`
+            with room for `max_length` positions) and `cross_attention`
+            (the encoder's projected `key (B, N, S, H)`, `value
+            (B, N, S, V)` and `key_mask (B, S)`).
         """
         max_length = _validation.positive_int("max_length", max_length)
         _validation.sequence_shape(
             "encoder_outputs", encoder_outputs.shape, self.name
         )
-        encoder_mask = _masking.check_padding_mask(
-            "encoder_mask",
-            _masking.resolve_mask(encoder_outputs, encoder_mask),
-            encoder_outputs,
-        )
-        if encoder_mask is None:
-            encoder_mask = ops.ones(ops.shape(encoder_outputs)[:2], "bool")
-        cross_key, cross_value = self._cross_attention._project_key_value(
-            encoder_outputs
-        )
-        attention = self._self_attention
+        if not self.built:
+            raise ValueError(
+                f"Layer {self.name!r} is not built: call it once or "
+                "`build(inputs_shape, encoder_outputs_shape)` before "
+                "`init_cache`."
+            )
         batch = ops.shape(encoder_outputs)[0]
-        heads = self.num_heads
         return {
-            "self_key": ops.zeros(
-                (batch, heads, max_length, attention._key_dim),
-                dtype=self.compute_dtype,
+            "self_attention": self._self_attention.init_cache(
+                batch, max_length
             ),
-            "self_value": ops.zeros(
-                (batch, heads, max_length, attention._value_dim),
-                dtype=self.compute_dtype,
+            "cross_attention": self._cross_attention.init_cache(
+                encoder_outputs, encoder_mask
             ),
-            "cross_key": cross_key,
-            "cross_value": cross_value,
-            "encoder_mask": encoder_mask,
         }
 
     def decode_step(self, inputs, index, cache, return_attention_scores=False):
-        """One incremental decoding step with the key/value cache.
+        """One decoding step: `call` with the cache, in inference mode.
 
-        Computes exactly what `call` computes at position `index` (in
-        inference mode) when every earlier position is valid, at O(index)
-        cost instead of re-running the whole prefix.
+        Kept for code written against release 0.1; it is
+        `self(inputs, cache=cache, cache_update_index=index,
+        training=False)`.
 
         Args:
             inputs: `(batch_size, 1, hidden_dim)`, the embedded token at
                 position `index`.
-            index: scalar int, the position of `inputs`, below the cache's
-                `max_length` (checked when it is known eagerly).
-            cache: the dict from `init_cache` (or the previous step); it
-                holds the encoder padding mask.
+            index: scalar int, the position of `inputs`.
+            cache: the dict from `init_cache` (or the previous step).
             return_attention_scores: bool, whether to also return this
                 position's cross-attention probabilities. Defaults to
                 `False`.
@@ -332,63 +353,17 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             cross-attention probabilities `(batch_size, num_heads, 1,
             source_len)`.
         """
-        capacity = cache["self_key"].shape[2]
-        if isinstance(index, int) or hasattr(index, "numpy"):
-            # Past the cache, `slice_update` would clamp silently.
-            if not 0 <= int(index) < capacity:
-                raise _validation.invalid(
-                    "index",
-                    f"an integer in [0, {capacity}) (the cache's max_length)",
-                    int(index),
-                )
-        attention = self._self_attention
-        x = self._sublayer_input(inputs, self._self_attention_norm)
-        query = attention._project_query(x)  # (B, N, 1, H)
-        key, value = attention._project_key_value(x)  # (B, N, 1, H|V)
-        start = (0, 0, index, 0)
-        self_key = ops.slice_update(cache["self_key"], start, key)
-        self_value = ops.slice_update(cache["self_value"], start, value)
-        # Causal: this position sees the cached positions 0..index.
-        positions = ops.arange(ops.shape(self_key)[2], dtype="int32")
-        causal = ops.less_equal(positions, index)[None, None, :]  # (1, 1, L)
-        y, _ = attention._attend_projected(
-            query,
-            self_key,
-            self_value,
-            causal,
-            training=False,
-            need_probs=False,
-        )
-        x = self._sublayer_output(
+        result = self(
             inputs,
-            y,
-            self._self_attention_norm,
-            self._self_attention_dropout,
-            False,
-        )
-        residual = x
-        x = self._sublayer_input(x, self._cross_attention_norm)
-        cross = self._cross_attention
-        query = cross._project_query(x)  # (B, N, 1, H)
-        y, cross_scores = cross._attend_projected(
-            query,
-            cache["cross_key"],
-            cache["cross_value"],
-            cache["encoder_mask"][:, None, :],  # (B, 1, S)
+            cache=cache,
+            cache_update_index=index,
             training=False,
+            return_attention_scores=return_attention_scores,
         )
-        x = self._sublayer_output(
-            residual,
-            y,
-            self._cross_attention_norm,
-            self._cross_attention_dropout,
-            False,
-        )
-        outputs = self._feedforward(x, False)
-        new_cache = dict(cache, self_key=self_key, self_value=self_value)
         if return_attention_scores:
+            outputs, _, cross_scores, new_cache = result
             return outputs, new_cache, cross_scores
-        return outputs, new_cache
+        return result
 
     def compute_output_shape(self, inputs_shape, encoder_outputs_shape=None):
         return tuple(inputs_shape)
@@ -396,25 +371,58 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
     def compute_output_spec(
         self,
         inputs,
-        encoder_outputs,
+        encoder_outputs=None,
         mask=None,
         encoder_mask=None,
         attention_mask=None,
         training=None,
         return_attention_scores=False,
+        cache=None,
+        cache_update_index=None,
     ):
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
         )
-        if not return_attention_scores:
-            return outputs
-        batch, target_len = inputs.shape[:2]
-        self_scores = keras.KerasTensor(
-            (batch, self.num_heads, target_len, target_len),
-            dtype=self.compute_dtype,
+        result = (outputs,)
+        if return_attention_scores:
+            batch, target_len = inputs.shape[:2]
+            key_len, source_len = target_len, None
+            if cache is None:
+                source_len = encoder_outputs.shape[1]
+            else:
+                key_len = cache["self_attention"]["key_mask"].shape[1]
+                source_len = cache["cross_attention"]["key_mask"].shape[1]
+            result += tuple(
+                keras.KerasTensor(
+                    (batch, self.num_heads, target_len, length),
+                    dtype=self.compute_dtype,
+                )
+                for length in (key_len, source_len)
+            )
+        if cache is not None:
+            result += (
+                {name: cache_spec(part) for name, part in cache.items()},
+            )
+        return result if len(result) > 1 else outputs
+
+
+def _check_block_cache(cache, index):
+    if cache is None or index is None:
+        missing = "cache" if cache is None else "cache_update_index"
+        raise _validation.invalid(
+            missing,
+            "both `cache` (from `init_cache`) and `cache_update_index` (the "
+            "position of the first input step), or neither",
+            None,
         )
-        cross_scores = keras.KerasTensor(
-            (batch, self.num_heads, target_len, encoder_outputs.shape[1]),
-            dtype=self.compute_dtype,
+    if not isinstance(cache, dict) or set(cache) != {
+        "self_attention",
+        "cross_attention",
+    }:
+        raise _validation.invalid(
+            "cache",
+            "the dict from `TransformerDecoderBlock.init_cache`, with keys "
+            "['cross_attention', 'self_attention']",
+            sorted(cache) if isinstance(cache, dict) else type(cache).__name__,
+            error=TypeError,
         )
-        return outputs, self_scores, cross_scores

@@ -345,12 +345,13 @@ class Seq2SeqTransformer(keras.Model):
         for i, (block, cache) in enumerate(
             zip(self.decoder_blocks, state["caches"], strict=True)
         ):
+            step = {"cache": cache, "cache_update_index": index}
             if self.copy_attention and i == last:
-                x, cache, cross_scores = block.decode_step(
-                    x, index, cache, return_attention_scores=True
+                x, _, cross_scores, cache = block(
+                    x, training=False, return_attention_scores=True, **step
                 )
             else:
-                x, cache = block.decode_step(x, index, cache)
+                x, cache = block(x, training=False, **step)
             caches.append(cache)
         if self.norm_first:
             x = self.decoder_norm(x)

@@ -154,8 +154,9 @@ class WordPieceTokenizer(keras.layers.Layer):
         self._allow_non_tensor_positional_args = True
         self._tokenizer = None
         # No weights, nothing shape-dependent: usable (and exportable with
-        # `ExportArchive.track`) before its first call.
-        self.built = True
+        # `ExportArchive.track`) before its first call. Not for a subclass
+        # that defines `build`: Keras would never call it.
+        self.built = type(self).build is keras.layers.Layer.build
 
     @property
     def vocabulary_size(self):

@@ -299,3 +299,37 @@ def test_invalid_start_index_tensor(start):
 def test_bad_mask_shape_raises():
     with pytest.raises(ValueError, match="argument `mask`"):
         PositionalEncoding()(_inputs(), mask=np.ones((BATCH, 4), bool))
+
+
+@pytest.mark.parametrize("kind", ["sinusoidal", "learned"])
+def test_add_with_other_encoding_dim_raises_in_a_functional_model(kind):
+    # The sinusoids are built at construction: `compute_output_shape`, not
+    # `build`, sees the input shape first and must reject it.
+    layer = PositionalEncoding(
+        kind, max_length=MAX_LENGTH, encoding_dim=WIDTH + 1
+    )
+    with pytest.raises(ValueError, match="argument `encoding_dim`.*concat"):
+        layer(keras.Input((LENGTH, WIDTH)))
+
+
+@pytest.mark.parametrize(
+    "shape, match", [((WIDTH,), "rank-3"), ((LENGTH, None), "feature")]
+)
+def test_bad_shape_raises_in_a_functional_model(shape, match):
+    with pytest.raises(ValueError, match=f"argument `inputs`.*{match}"):
+        PositionalEncoding()(keras.Input(shape))
+
+
+def test_build_still_checks_the_shape():
+    # `TokenAndPositionEmbedding.build` builds its sub-layer explicitly.
+    with pytest.raises(ValueError, match="argument `encoding_dim`"):
+        PositionalEncoding(encoding_dim=WIDTH + 1).build((None, None, WIDTH))
+
+
+def test_sinusoids_follow_the_width_of_each_call():
+    # No table is fixed at a first build: the same layer encodes any width.
+    layer = PositionalEncoding()
+    for width in (WIDTH, 7):
+        x = np.zeros((BATCH, LENGTH, width), "float32")
+        expected = reference.sinusoidal(LENGTH, width)
+        harness.assert_close(layer(x)[0], expected, 1e-5, f"width {width}")

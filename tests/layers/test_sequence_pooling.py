@@ -103,3 +103,16 @@ def test_invalid_mode():
 def test_wrong_rank():
     with pytest.raises(ValueError, match="argument `inputs`"):
         SequencePooling()(np.zeros((2, 3), "float32"))
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [((5,), "rank-3"), ((5, 4, 3), "rank-3"), ((5, None), "feature")],
+)
+def test_bad_shape_raises_in_a_functional_model(shape, match):
+    # Built at construction, so no `build` runs: Keras infers the output
+    # shape with `compute_output_shape`, which must check the input too.
+    layer = SequencePooling()
+    assert layer.built
+    with pytest.raises(ValueError, match=f"argument `inputs`.*{match}"):
+        layer(keras.Input(shape))

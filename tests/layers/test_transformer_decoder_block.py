@@ -425,7 +425,7 @@ def test_cached_decoding_equals_full_call(norm_first):
     for t in range(6):
         out, cache = block.decode_step(target[:, t : t + 1], t, cache)
         harness.assert_close(out[:, 0], full[:, t], 1e-5, f"step {t}")
-    with pytest.raises(ValueError, match="argument `index`"):
+    with pytest.raises(ValueError, match="argument `cache_update_index`"):
         block.decode_step(target[:, :1], 8, cache)
     with pytest.raises(ValueError, match="argument `max_length`"):
         block.init_cache(source, max_length=0)
