@@ -105,12 +105,32 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         training: bool, whether dropout is active.
         return_attention_scores: bool, whether to also return the attention
             weights. Defaults to `False`.
+        cache: optional dict from `init_cache(batch_size, max_length)`, for
+            step-by-step decoding with `causal=True`: the keys and values of
+            the earlier positions. Defaults to `None`.
+        cache_update_index: int or scalar int tensor, with `cache`: the
+            position of the first of the `seq_len` input steps (0 for a
+            prompt given at once, then its length, ...). Defaults to `None`.
 
     Returns:
         A tensor of shape `(batch_size, seq_len, output_dim)`, or the tuple
         `(outputs, scores)` with `scores` of shape
         `(batch_size, num_heads, seq_len, seq_len)` when
-        `return_attention_scores=True`.
+        `return_attention_scores=True`. With a `cache`, the updated cache
+        comes last: `(outputs, new_cache)` or `(outputs, scores, new_cache)`,
+        with `scores` over the whole cache, `(batch_size, num_heads,
+        seq_len, max_length)`.
+
+    Decoding with a cache:
+        The inputs at positions `cache_update_index ...` are projected once,
+        written into the cache, and attend over every position written so
+        far (causal and `window` limits in absolute positions), so decoding
+        `n` tokens costs `O(n * max_length)` rather than re-running the
+        prefix. The cache keeps the padding mask of what was written: a
+        prompt padded on the left (masked) decodes as it would alone. The
+        outputs equal those of one call on the whole sequence. The cached
+        path is always the dense one (`attention_impl` applies to full
+        calls).
 
     Masking:
         The padding mask, `attention_mask`, `causal` and `window` are combined
@@ -146,6 +166,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     ... ])
     >>> tuple(model(np.array([[5, 7, 0]])).shape)
     (1, 3, 8)
+    >>> decoder = MultiHeadSelfAttention(num_heads=2, causal=True)
+    >>> full = decoder(x)  # builds the layer
+    >>> cache = decoder.init_cache(batch_size=2, max_length=5)
+    >>> prompt, cache = decoder(x[:, :3], cache=cache, cache_update_index=0)
+    >>> step, cache = decoder(x[:, 3:4], cache=cache, cache_update_index=3)
+    >>> np.allclose(step, keras.ops.convert_to_numpy(full)[:, 3:4], atol=1e-5)
+    True
 
     References:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)

@@ -75,12 +75,22 @@ class TransformerBlock(_transformer.TransformerLayer):
         training: bool, whether dropout is active.
         return_attention_scores: bool, whether to also return the attention
             weights. Defaults to `False`.
+        cache: optional dict from `init_cache(batch_size, max_length)`, for
+            step-by-step decoding with `causal=True` (GPT-style): the
+            self-attention keys and values of the earlier positions.
+            Defaults to `None`.
+        cache_update_index: int or scalar int tensor, with `cache`: the
+            position of the first input step. Defaults to `None`.
 
     Returns:
         A tensor of shape `(batch_size, seq_len, hidden_dim)`, or the tuple
         `(outputs, scores)` with `scores` of shape
         `(batch_size, num_heads, seq_len, seq_len)` when
-        `return_attention_scores=True`.
+        `return_attention_scores=True`. With a `cache`, the updated cache
+        comes last: `(outputs, new_cache)` or `(outputs, scores,
+        new_cache)` (scores over the cache's `max_length` keys). Decoding
+        step by step gives the outputs of one call on the whole sequence
+        (see `MultiHeadSelfAttention`).
 
     Masking:
         The padding mask, `attention_mask`, `causal` and `window` are
@@ -114,6 +124,16 @@ class TransformerBlock(_transformer.TransformerLayer):
     ... ])
     >>> tuple(model(np.array([[5, 7, 0]])).shape)
     (1, 3, 8)
+    >>> # GPT-style decoding with a key/value cache:
+    >>> gpt = TransformerBlock(num_heads=2, ff_dim=16, causal=True)
+    >>> full = keras.ops.convert_to_numpy(gpt(x))
+    >>> cache = gpt.init_cache(batch_size=2, max_length=5)
+    >>> steps = []
+    >>> for i in range(5):
+    ...     y, cache = gpt(x[:, i : i + 1], cache=cache, cache_update_index=i)
+    ...     steps.append(keras.ops.convert_to_numpy(y))
+    >>> np.allclose(np.concatenate(steps, axis=1), full, atol=1e-5)
+    True
 
     References:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)

@@ -74,13 +74,23 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         training: bool, whether dropout is active.
         return_attention_scores: bool, whether to also return the attention
             weights. Defaults to `False`.
+        cache: optional dict from `init_cache(encoder_outputs, max_length)`
+            for step-by-step decoding: the encoder's keys and values
+            (projected once) and the self-attention keys and values of the
+            earlier target positions; `encoder_outputs` and `encoder_mask`
+            are then not needed. Defaults to `None`.
+        cache_update_index: int or scalar int tensor, with `cache`: the
+            target position of the first input step. Defaults to `None`.
 
     Returns:
         A tensor of shape `(batch_size, target_len, hidden_dim)`, or, when
         `return_attention_scores=True`, the tuple
         `(outputs, self_attention_scores, cross_attention_scores)` with
         shapes `(batch_size, num_heads, target_len, target_len)` and
-        `(batch_size, num_heads, target_len, source_len)`.
+        `(batch_size, num_heads, target_len, source_len)`. With a `cache`,
+        the updated cache comes last (`(outputs, new_cache)`, ...), and the
+        self-attention scores cover the cache's `max_length` keys; the
+        outputs equal those of one call on the whole target sequence.
 
     Masking:
         The self-attention combines the target padding mask, the causal mask
@@ -126,6 +136,11 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
     >>> model = keras.Model([source_ids, target_ids], decoded)
     >>> tuple(model([np.array([[4, 2, 0]]), np.array([[1, 9]])]).shape)
     (1, 2, 8)
+    >>> # Decoding step by step: the encoder is projected once.
+    >>> cache = block.init_cache(source, max_length=5)
+    >>> first, cache = block(target[:, :1], cache=cache, cache_update_index=0)
+    >>> tuple(first.shape), tuple(cache["self_attention"]["key"].shape)
+    ((2, 1, 8), (2, 2, 5, 4))
 
     References:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
