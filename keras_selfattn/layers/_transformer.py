@@ -32,9 +32,13 @@ class TransformerLayer(keras.layers.Layer):
         kernel_initializer,
         bias_initializer,
         seed,
+        num_key_value_heads=None,
         **kwargs,
     ):
         num_heads = _validation.positive_int("num_heads", num_heads)
+        num_key_value_heads = _validation.key_value_heads(
+            num_heads, num_key_value_heads
+        )
         ff_dim = _validation.positive_int("ff_dim", ff_dim)
         key_dim = _validation.positive_int("key_dim", key_dim, allow_none=True)
         dropout = _validation.rate("dropout", dropout)
@@ -57,6 +61,7 @@ class TransformerLayer(keras.layers.Layer):
             seed = _validation.non_negative_int("seed", seed)
         super().__init__(**kwargs)
         self.num_heads = num_heads
+        self.num_key_value_heads = num_key_value_heads
         self.ff_dim = ff_dim
         self.key_dim = key_dim
         self.dropout = dropout
@@ -82,6 +87,7 @@ class TransformerLayer(keras.layers.Layer):
         return {
             **self._sublayer_kwargs(),
             "num_heads": self.num_heads,
+            "num_key_value_heads": self.num_key_value_heads,
             "key_dim": self.key_dim,
             "dropout": self.attention_dropout,
             "kernel_initializer": clone_initializer(
@@ -171,6 +177,7 @@ class TransformerLayer(keras.layers.Layer):
         return {
             **super().get_config(),
             "num_heads": self.num_heads,
+            "num_key_value_heads": self.num_key_value_heads,
             "ff_dim": self.ff_dim,
             "key_dim": self.key_dim,
             "dropout": self.dropout,

@@ -115,3 +115,21 @@ def sequence_shape(name, shape, layer_name):
             f"'{layer_name}'. Received: {name}.shape={shape}"
         )
     return int(shape[-1])
+
+
+def key_value_heads(num_heads, num_key_value_heads):
+    """`num_key_value_heads` (grouped-query attention), defaulting to
+    `num_heads`; it must divide `num_heads`."""
+    if num_key_value_heads is None:
+        return num_heads
+    num_key_value_heads = positive_int(
+        "num_key_value_heads", num_key_value_heads
+    )
+    if num_heads % num_key_value_heads:
+        raise invalid(
+            "num_key_value_heads",
+            f"a divisor of num_heads={num_heads} (each key/value head serves "
+            "the same number of query heads)",
+            num_key_value_heads,
+        )
+    return num_key_value_heads

@@ -89,6 +89,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             training. Every setting uses the dense path when called with
             `return_attention_scores=True`, since the caller then wants the
             whole weight tensor. Defaults to `"auto"`.
+        num_key_value_heads: int or `None`, the number of key/value heads
+            (grouped-query attention, as in Llama or Mistral): query head
+            `h` attends with key/value head `h // (num_heads //
+            num_key_value_heads)`; `1` is multi-query attention. It must
+            divide `num_heads`. The key/value weights and a decoding cache
+            shrink in proportion. With the same weights, equal to
+            `keras.layers.GroupedQueryAttention`. Defaults to `None`
+            (`num_heads`: plain multi-head attention).
         chunk_size: int or `None`, queries per block on the chunked path.
             Defaults to `None`: a power of two from 16 to 512 chosen from the
             static shape so that one block holds about 16M scores (with
@@ -199,9 +207,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         seed=None,
         attention_impl="auto",
         chunk_size=None,
+        num_key_value_heads=None,
         **kwargs,
     ):
         num_heads = _validation.positive_int("num_heads", num_heads)
+        num_key_value_heads = _validation.key_value_heads(
+            num_heads, num_key_value_heads
+        )
         key_dim = _validation.positive_int("key_dim", key_dim, allow_none=True)
         value_dim = _validation.positive_int(
             "value_dim", value_dim, allow_none=True
@@ -248,6 +260,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         self.attention_impl = attention_impl
         self.chunk_size = chunk_size
+        self.num_key_value_heads = num_key_value_heads
         self.supports_masking = True
         self._dropout_layer = keras.layers.Dropout(
             dropout,
@@ -274,18 +287,21 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self._value_dim = self.value_dim or self._key_dim
         self._output_dim = self.output_dim or query_dim
         heads, kd, vd = self.num_heads, self._key_dim, self._value_dim
+        kv_heads = self.num_key_value_heads
         self.query_kernel = self._kernel("query_kernel", (query_dim, heads, kd))
-        self.key_kernel = self._kernel("key_kernel", (context_dim, heads, kd))
+        self.key_kernel = self._kernel(
+            "key_kernel", (context_dim, kv_heads, kd)
+        )
         self.value_kernel = self._kernel(
-            "value_kernel", (context_dim, heads, vd)
+            "value_kernel", (context_dim, kv_heads, vd)
         )
         self.output_kernel = self._kernel(
             "output_kernel", (heads, vd, self._output_dim)
         )
         if self.use_bias:
             self.query_bias = self._bias("query_bias", (heads, kd))
-            self.key_bias = self._bias("key_bias", (heads, kd))
-            self.value_bias = self._bias("value_bias", (heads, vd))
+            self.key_bias = self._bias("key_bias", (kv_heads, kd))
+            self.value_bias = self._bias("value_bias", (kv_heads, vd))
             self.output_bias = self._bias("output_bias", (self._output_dim,))
         if self.score == "additive":
             self.score_vector = self._kernel("score_vector", (heads, kd))
@@ -395,9 +411,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             max_length: int, the most positions the cache holds.
 
         Returns:
-            A dict of tensors: `key` `(batch_size, num_heads, max_length,
-            key_dim)` and `value` `(batch_size, num_heads, max_length,
-            value_dim)` (zeros, in the compute dtype), and `key_mask`
+            A dict of tensors: `key` `(batch_size, num_key_value_heads,
+            max_length, key_dim)` and `value` `(batch_size,
+            num_key_value_heads, max_length, value_dim)` (zeros, in the
+            compute dtype), and `key_mask`
             `(batch_size, max_length)` (bool, `False`: nothing written
             yet). The cached keys of padded positions stay masked.
         """
@@ -417,7 +434,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if isinstance(batch_size, int) or not hasattr(batch_size, "shape"):
             batch_size = _validation.positive_int("batch_size", batch_size)
         max_length = _validation.positive_int("max_length", max_length)
-        heads = self.num_heads
+        heads = self.num_key_value_heads  # the cache holds only those
         return {
             "key": ops.zeros(
                 (batch_size, heads, max_length, self._key_dim),
@@ -535,7 +552,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     def _self_attend_chunked(self, inputs, padding, attention_mask, training):
         """The chunked path (dot-product scores, no dropout): outputs only."""
-        query, key, value = self._project_self(inputs)  # (B, N, T, H|V)
+        query, key, value = self._project_self(inputs)  # (B, N|K, T, H|V)
+        key, value = self._repeat_key_value(key, value)  # (B, N, T, H|V)
         block = self.chunk_size or _chunked_attention.block_size(
             self.num_heads, inputs.shape[0], inputs.shape[1], self.window
         )
@@ -591,7 +609,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
 
     def _project_key_value(self, context):
-        """`(B, T_k, D_k)` -> keys `(B, N, T_k, H)`, values `(B, N, T_k, V)`.
+        """`(B, T_k, D_k)` -> keys `(B, K, T_k, H)`, values `(B, K, T_k, V)`
+        with `K = num_key_value_heads`.
 
         Split from the query projection so a decoder can cache them.
         """
@@ -612,6 +631,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         which costs `O(D * N * H)` against the `O(B * T * D * N * H)` matmul.
         """
         heads, kd, vd = self.num_heads, self._key_dim, self._value_dim
+        kv_heads = self.num_key_value_heads
         scale = 1.0 / math.sqrt(self._key_dim)
         dim = self.query_kernel.shape[0]
         # 1/sqrt(key_dim) folded into the query kernel and bias: the scores
@@ -619,17 +639,17 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         kernel = ops.concatenate(
             [
                 ops.reshape(self.query_kernel * scale, (dim, heads * kd)),
-                ops.reshape(self.key_kernel, (dim, heads * kd)),
-                ops.reshape(self.value_kernel, (dim, heads * vd)),
+                ops.reshape(self.key_kernel, (dim, kv_heads * kd)),
+                ops.reshape(self.value_kernel, (dim, kv_heads * vd)),
             ],
             axis=1,
-        )  # (D, N * (2H + V))
+        )  # (D, N * H + K * (H + V)), K key/value heads
         batch, seq_len = ops.shape(inputs)[0], ops.shape(inputs)[1]
         # A 2-D matmul: TensorFlow runs (B, T, D) x (D, F) as a slower
         # broadcasting batched matmul.
         fused = ops.matmul(
             ops.reshape(inputs, (-1, dim)), kernel
-        )  # (B * T, N * (2H + V))
+        )  # (B * T, N * H + K * (H + V))
         if self.use_bias:
             fused = fused + ops.concatenate(
                 [
@@ -639,7 +659,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 ],
                 axis=0,
             )
-        if kd == vd:
+        if kd == vd and kv_heads == heads:
             # One transpose for all three: (B, T, 3, N, H) -> (3, B, N, T, H).
             fused = ops.reshape(fused, (batch, seq_len, 3, heads, kd))
             query, key, value = ops.unstack(
@@ -647,18 +667,18 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             )
             return query, key, value
         query, key, value = ops.split(
-            fused, [heads * kd, 2 * heads * kd], axis=-1
+            fused, [heads * kd, heads * kd + kv_heads * kd], axis=-1
         )
 
-        def heads_first(x, size):
+        def heads_first(x, count, size):
             # (B * T, N * X) -> (B, T, N, X) -> (B, N, T, X)
-            x = ops.reshape(x, (batch, seq_len, heads, size))
+            x = ops.reshape(x, (batch, seq_len, count, size))
             return ops.transpose(x, (0, 2, 1, 3))
 
         return (
-            heads_first(query, kd),
-            heads_first(key, kd),
-            heads_first(value, vd),
+            heads_first(query, heads, kd),
+            heads_first(key, kv_heads, kd),
+            heads_first(value, kv_heads, vd),
         )
 
     def _project_output(self, context_heads):
@@ -708,8 +728,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
         With `need_probs=False` the returned probabilities are `None`, which
         allows the faster dense path
-        (`_chunked_attention.grouped_dense_attention`).
+        (`_chunked_attention.grouped_dense_attention`). `key` and `value`
+        may have `num_key_value_heads` heads.
         """
+        key, value = self._repeat_key_value(key, value)  # (B, N, T_k, H|V)
         if (
             self.score == "dot_product"
             and not need_probs
@@ -734,6 +756,18 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         dropped = self._dropout_layer(probs, training=training)
         context_heads = ops.einsum("bnqk,bnkv->bnqv", dropped, value)
         return self._finish(context_heads, mask), probs
+
+    def _repeat_key_value(self, key, value):
+        """Key/value heads `(B, K, T, X)` to one per query head
+        `(B, N, T, X)`: query head `h` uses key/value head `h // (N / K)`,
+        as `keras.layers.GroupedQueryAttention` does."""
+        groups = self.num_heads // self.num_key_value_heads
+        if groups == 1:
+            return key, value
+        return (
+            ops.repeat(key, groups, axis=1),
+            ops.repeat(value, groups, axis=1),
+        )
 
     def _finish(self, context_heads, mask):
         """Output projection; zeros for queries with no valid key."""
@@ -807,6 +841,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             "seed": self.seed,
             "attention_impl": self.attention_impl,
             "chunk_size": self.chunk_size,
+            "num_key_value_heads": self.num_key_value_heads,
         }
 
 
@@ -845,12 +880,13 @@ def _check_cache(layer, inputs, cache, index):
         )
     shape = tuple(cache["key"].shape)
     if len(shape) != 4 or (shape[1], shape[3]) != (
-        layer.num_heads,
+        layer.num_key_value_heads,
         layer._key_dim,
     ):
         raise _validation.invalid(
             "cache",
-            f"keys of shape (batch_size, {layer.num_heads}, max_length, "
+            f"keys of shape (batch_size, {layer.num_key_value_heads}, "
+            "max_length, "
             f"{layer._key_dim}) (this layer's `init_cache`)",
             shape,
         )

@@ -63,6 +63,10 @@ class TransformerBlock(_transformer.TransformerLayer):
             `"zeros"`.
         seed: int or `None`, seed for the dropout layers (each derives its
             own seed from it). Defaults to `None`.
+        num_key_value_heads: int or `None`, key/value heads of the
+            attention sub-layers (grouped-query attention; `1`:
+            multi-query); must divide `num_heads`. Defaults to `None`
+            (`num_heads`).
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -157,6 +161,7 @@ class TransformerBlock(_transformer.TransformerLayer):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         seed=None,
+        num_key_value_heads=None,
         **kwargs,
     ):
         causal = _validation.boolean("causal", causal)
@@ -177,6 +182,7 @@ class TransformerBlock(_transformer.TransformerLayer):
             kernel_initializer=kernel_initializer,
             bias_initializer=bias_initializer,
             seed=seed,
+            num_key_value_heads=num_key_value_heads,
             **kwargs,
         )
         self.causal = causal

@@ -55,6 +55,10 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             `"zeros"`.
         seed: int or `None`, seed for the dropout layers (each derives its
             own seed from it). Defaults to `None`.
+        num_key_value_heads: int or `None`, key/value heads of the
+            attention sub-layers (grouped-query attention; `1`:
+            multi-query); must divide `num_heads`. Defaults to `None`
+            (`num_heads`).
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -160,6 +164,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         seed=None,
+        num_key_value_heads=None,
         **kwargs,
     ):
         super().__init__(
@@ -174,6 +179,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             kernel_initializer=kernel_initializer,
             bias_initializer=bias_initializer,
             seed=seed,
+            num_key_value_heads=num_key_value_heads,
             **kwargs,
         )
 
