@@ -1,8 +1,11 @@
 """Forward+backward speed of `MultiHeadSelfAttention` vs Keras' own MHA.
 
 Both layers get the same weights and the same input (`query = value = key`
-for `keras.layers.MultiHeadAttention`). One step is a forward pass and the
-gradients with respect to the input and every weight, inside a
+for `keras.layers.MultiHeadAttention`). With `--kv-heads K`, grouped-query
+attention (`num_key_value_heads=K`) against
+`keras.layers.GroupQueryAttention` with the same weights. One step is a
+forward pass and the gradients with respect to the input and every weight,
+inside a
 `tf.function`. Timings are interleaved (ours, theirs, ours, ...) and the
 median after warm-up is reported, with a large float32 `tf.matmul` measured
 in the same process as the ceiling.
@@ -12,6 +15,7 @@ Usage:
     python benchmarks/attention_speed.py
     python benchmarks/attention_speed.py --configs 8x512 --repeats 9
     python benchmarks/attention_speed.py --unknown-batch  # as `fit` traces
+    python benchmarks/attention_speed.py --kv-heads 2  # 8 query, 2 kv heads
 """
 
 import argparse
@@ -35,13 +39,17 @@ KEY_DIM = WIDTH // HEADS
 DEFAULT_CONFIGS = ("32x128", "8x512", "2x2048")
 
 
-def attention_flops(batch, length, width=WIDTH, heads=HEADS, key_dim=KEY_DIM):
+def attention_flops(
+    batch, length, width=WIDTH, heads=HEADS, key_dim=KEY_DIM, kv_heads=None
+):
     """Multiply-add FLOPs of one forward+backward step (matmuls only).
 
-    Forward: Q/K/V/output projections `4 * 2 B T D (N H)` plus scores and
-    value mixing `2 * 2 B N T^2 H`; the backward pass costs twice that.
+    Forward: Q/K/V/output projections `2 * 2 B T D (N + K) H` (`K` key/value
+    heads, `N` by default) plus scores and value mixing `2 * 2 B N T^2 H`;
+    the backward pass costs twice that.
     """
-    projections = 4 * 2 * batch * length * width * heads * key_dim
+    kv_heads = kv_heads or heads
+    projections = 2 * 2 * batch * length * width * (heads + kv_heads) * key_dim
     attention = 2 * 2 * batch * heads * length * length * key_dim
     return 3 * (projections + attention)
 
@@ -60,10 +68,17 @@ def matmul_ceiling(size=2048, repeats=7):
     return 2 * size**3 / statistics.median(times) / 1e9
 
 
-def make_layers(impl):
+def make_layers(impl, kv_heads=None):
     kwargs = {} if impl is None else {"attention_impl": impl}
-    ours = MultiHeadSelfAttention(HEADS, **kwargs)
-    theirs = keras.layers.MultiHeadAttention(HEADS, KEY_DIM)
+    ours = MultiHeadSelfAttention(HEADS, num_key_value_heads=kv_heads, **kwargs)
+    if kv_heads is None:
+        theirs = keras.layers.MultiHeadAttention(HEADS, KEY_DIM)
+    else:
+        theirs = keras.layers.GroupQueryAttention(
+            head_dim=KEY_DIM,
+            num_query_heads=HEADS,
+            num_key_value_heads=kv_heads,
+        )
     x = np.zeros((1, 4, WIDTH), "float32")
     ours(x)
     theirs(x, x)
@@ -124,6 +139,13 @@ def main(argv=None):
         action="store_true",
         help="trace the steps with a `None` batch size, as `Model.fit` does",
     )
+    parser.add_argument(
+        "--kv-heads",
+        type=int,
+        default=None,
+        help="grouped-query: this many key/value heads, against Keras' "
+        "GroupQueryAttention",
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
@@ -131,17 +153,23 @@ def main(argv=None):
     ceiling = matmul_ceiling()
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"width {WIDTH}, {HEADS} heads, key_dim {KEY_DIM}, float32, fwd+bwd")
+    reference = "Keras MHA"
+    if args.kv_heads:
+        reference = "Keras GQA"
+        print(f"{args.kv_heads} key/value heads, against GroupQueryAttention")
     if args.unknown_batch:
         print("steps traced with an unknown (None) batch size")
     print()
     header = (
-        "| batch x length | ours (ms) | Keras MHA (ms) | speed-up "
+        f"| batch x length | ours (ms) | {reference} (ms) | speed-up "
         "| ours GFLOP/s (% ceiling) | Keras GFLOP/s (% ceiling) |"
     )
     rows = []
     for config in args.configs:
         batch, length = (int(v) for v in config.split("x"))
-        ours, theirs = make_layers(None if args.impl == "none" else args.impl)
+        ours, theirs = make_layers(
+            None if args.impl == "none" else args.impl, args.kv_heads
+        )
         rng = np.random.default_rng(0)
         x = tf.constant(rng.normal(size=(batch, length, WIDTH)), "float32")
         upstream = tf.constant(
@@ -159,7 +187,7 @@ def main(argv=None):
         t_ours, t_theirs = measure(
             steps, x, upstream, args.warmup, args.repeats
         )
-        flops = attention_flops(batch, length)
+        flops = attention_flops(batch, length, kv_heads=args.kv_heads)
         g_ours, g_theirs = flops / t_ours / 1e9, flops / t_theirs / 1e9
         row = (
             f"| {batch} x {length} | {t_ours * 1e3:.1f} "
