@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from keras_selfattn import MultiHeadSelfAttention
 from keras_selfattn.layers import _chunked_attention
+from keras_selfattn.layers import _masking
 from keras_selfattn.layers import multi_head_self_attention as mhsa_module
 from tests import harness
 
@@ -215,6 +216,79 @@ def test_chunked_mixed_precision_gradients(policy):
         if name == "key_bias":
             continue  # zero in exact arithmetic: noise in both
         harness.assert_close(actual[name] / scale, e / scale, tol, name)
+
+
+# --------------------------------------------------------------------------
+# Eager execution: the same numbers as traced, and no taped forward pass.
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"causal": True}, {"window": 2}, {"use_bias": False}]
+)
+def test_chunked_eager_matches_traced(kwargs):
+    _, chunked = _pair(**kwargs)
+    x = tf.constant(_inputs(seed=8))
+    mask = tf.constant(_mask())
+
+    def step(x, mask):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = chunked(x, mask=mask)
+            loss = tf.reduce_sum(tf.square(y)) + tf.reduce_sum(y)
+        return [y, *tape.gradient(loss, [x, *chunked.trainable_weights])]
+
+    names = ["outputs", "inputs"]
+    names += [w.path.split("/")[-1] for w in chunked.trainable_weights]
+
+    def named(tensors):
+        return {
+            n: harness.to_numpy(t) for n, t in zip(names, tensors, strict=True)
+        }
+
+    eager = named(step(x, mask))
+    traced = named(tf.function(step)(x, mask))
+    _assert_same(eager, traced, rel=1e-6)
+    assert np.any(eager["inputs"] != 0.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"attention_impl": "chunked", "chunk_size": 3},
+        {"attention_impl": "chunked", "chunk_size": 3, "causal": True},
+        # Banded: the blocks run as one grouped `dense_attention`.
+        {"attention_impl": "chunked", "chunk_size": 2, "window": 2},
+        {"attention_impl": "dense"},
+    ],
+)
+def test_eager_tape_does_not_record_the_custom_forward_pass(
+    monkeypatch, kwargs
+):
+    # Run eagerly under a tape, a `custom_gradient` forward pass is recorded
+    # op by op unless its inputs are stopped, and the tape then holds every
+    # block's probabilities: the whole `(B, N, T, T)` matrix the chunked
+    # path exists to avoid. A score tensor that the tape follows has a
+    # gradient with respect to the input; an unrecorded one has none.
+    taped = []
+    original = _masking.fused_masked_softmax
+
+    def spy(scores, *args, **kwargs):
+        taped.append(tf.reduce_sum(scores))
+        return original(scores, *args, **kwargs)
+
+    monkeypatch.setattr(_masking, "fused_masked_softmax", spy)
+    layer = MultiHeadSelfAttention(HEADS, **kwargs)
+    x = tf.constant(_inputs(seed=9))
+    layer(x)
+    taped.clear()
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y = layer(x, mask=_mask())
+        loss = tf.reduce_sum(tf.square(y))
+    assert taped, "the forward pass computes its scores"
+    assert tape.gradient(taped, x) is None, "the forward pass was taped"
+    grad = tape.gradient(loss, x)
+    assert grad is not None and np.any(harness.to_numpy(grad) != 0.0)
 
 
 # --------------------------------------------------------------------------
