@@ -33,9 +33,15 @@ class TransformerLayer(keras.layers.Layer):
         bias_initializer,
         seed,
         num_key_value_heads=None,
+        lora_rank=None,
+        lora_alpha=None,
+        lora_targets=("query", "value"),
         **kwargs,
     ):
         num_heads = _validation.positive_int("num_heads", num_heads)
+        lora_rank, lora_alpha, lora_targets = _validation.lora_arguments(
+            lora_rank, lora_alpha, lora_targets
+        )
         num_key_value_heads = _validation.key_value_heads(
             num_heads, num_key_value_heads
         )
@@ -62,6 +68,9 @@ class TransformerLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.num_key_value_heads = num_key_value_heads
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
+        self.lora_targets = lora_targets
         self.ff_dim = ff_dim
         self.key_dim = key_dim
         self.dropout = dropout
@@ -88,6 +97,9 @@ class TransformerLayer(keras.layers.Layer):
             **self._sublayer_kwargs(),
             "num_heads": self.num_heads,
             "num_key_value_heads": self.num_key_value_heads,
+            "lora_rank": self.lora_rank,
+            "lora_alpha": self.lora_alpha,
+            "lora_targets": self.lora_targets,
             "key_dim": self.key_dim,
             "dropout": self.attention_dropout,
             "kernel_initializer": clone_initializer(
@@ -144,6 +156,61 @@ class TransformerLayer(keras.layers.Layer):
             self._norm_and_dropout("feedforward", input_shape, seed_offset)
         )
 
+    def _attention_layers(self):
+        return [
+            layer
+            for layer in self._flatten_layers(include_self=False)
+            if hasattr(layer, "enable_lora") and hasattr(layer, "_lora")
+        ]
+
+    def enable_lora(self, rank, lora_alpha=None, targets=("query", "value")):
+        """Freeze the block and train LoRA adapters on its attention.
+
+        Every attention sub-layer gets adapters on its `targets`
+        projections (see `MultiHeadSelfAttention.enable_lora`); every other
+        weight (feed-forward, layer norms, the other projections) stops
+        training. The config records `lora_rank`, so a `.keras` file
+        reloads with the adapters, frozen the same way.
+
+        Args:
+            rank: int, the adapters' rank.
+            lora_alpha: float or `None`, the scale numerator. Defaults to
+                `None` (`rank`).
+            targets: tuple of str among `"query"`, `"key"`, `"value"`,
+                `"output"`. Defaults to `("query", "value")`, as KerasHub.
+        """
+        if not self.built:
+            raise ValueError(
+                f"Layer {self.name!r} is not built: call it once or "
+                "`build(...)` before `enable_lora` (or pass `lora_rank` to "
+                "the constructor)."
+            )
+        if self.lora_rank is not None:
+            raise ValueError(
+                f"LoRA is already enabled on layer {self.name!r} (rank "
+                f"{self.lora_rank}): it can be enabled once."
+            )
+        rank, lora_alpha, targets = _validation.lora_arguments(
+            rank, lora_alpha, targets
+        )
+        for layer in self._attention_layers():
+            layer.enable_lora(rank, lora_alpha, targets)
+        self.lora_rank, self.lora_alpha = rank, lora_alpha
+        self.lora_targets = targets
+        self._freeze_all_but_lora()
+
+    def _freeze_all_but_lora(self):
+        """After LoRA: only the adapters train."""
+        adapters = {
+            id(weight)
+            for layer in self._attention_layers()
+            for pair in layer._lora.values()
+            for weight in pair
+        }
+        for weight in self.weights:
+            if id(weight) not in adapters:
+                weight.trainable = False
+
     def _sublayer_input(self, x, norm):
         # Pre-norm normalizes what enters the sub-layer ...
         return norm(x) if self.norm_first else x
@@ -178,6 +245,9 @@ class TransformerLayer(keras.layers.Layer):
             **super().get_config(),
             "num_heads": self.num_heads,
             "num_key_value_heads": self.num_key_value_heads,
+            "lora_rank": self.lora_rank,
+            "lora_alpha": self.lora_alpha,
+            "lora_targets": list(self.lora_targets),
             "ff_dim": self.ff_dim,
             "key_dim": self.key_dim,
             "dropout": self.dropout,

@@ -133,3 +133,25 @@ def key_value_heads(num_heads, num_key_value_heads):
             num_key_value_heads,
         )
     return num_key_value_heads
+
+
+# The projections of an attention layer that LoRA adapters may target.
+LORA_TARGETS = ("query", "key", "value", "output")
+
+
+def lora_arguments(rank, alpha, targets):
+    """Validated `(lora_rank, lora_alpha, lora_targets)`."""
+    if rank is not None:
+        rank = positive_int("lora_rank", rank)
+    if alpha is not None:
+        alpha = positive_float("lora_alpha", alpha, finite=True)
+    if (
+        isinstance(targets, str)
+        or not targets
+        or not all(t in LORA_TARGETS for t in targets)
+        or len(set(targets)) != len(targets)
+    ):
+        raise invalid(
+            "lora_targets", f"distinct names among {LORA_TARGETS}", targets
+        )
+    return rank, alpha, tuple(targets)

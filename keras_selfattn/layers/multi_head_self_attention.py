@@ -89,6 +89,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             training. Every setting uses the dense path when called with
             `return_attention_scores=True`, since the caller then wants the
             whole weight tensor. Defaults to `"auto"`.
+        lora_rank: int or `None`, build the layer with LoRA adapters of this
+            rank already enabled (see `enable_lora`; saved in the config so
+            a `.keras` file reloads with them). Defaults to `None`.
+        lora_alpha: float or `None`, the LoRA scale numerator: the update
+            is `(lora_alpha / lora_rank) * A B`. Defaults to `None`
+            (`lora_rank`: a scale of 1).
+        lora_targets: tuple of str, the projections that get adapters,
+            among `"query"`, `"key"`, `"value"`, `"output"`. Defaults to
+            `("query", "value")`, as KerasHub.
         num_key_value_heads: int or `None`, the number of key/value heads
             (grouped-query attention, as in Llama or Mistral): query head
             `h` attends with key/value head `h // (num_heads //
@@ -208,9 +217,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_impl="auto",
         chunk_size=None,
         num_key_value_heads=None,
+        lora_rank=None,
+        lora_alpha=None,
+        lora_targets=("query", "value"),
         **kwargs,
     ):
         num_heads = _validation.positive_int("num_heads", num_heads)
+        lora_rank, lora_alpha, lora_targets = _validation.lora_arguments(
+            lora_rank, lora_alpha, lora_targets
+        )
         num_key_value_heads = _validation.key_value_heads(
             num_heads, num_key_value_heads
         )
@@ -261,6 +276,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.attention_impl = attention_impl
         self.chunk_size = chunk_size
         self.num_key_value_heads = num_key_value_heads
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
+        self.lora_targets = lora_targets
+        self._lora = {}  # target -> (lora_a, lora_b)
         self.supports_masking = True
         self._dropout_layer = keras.layers.Dropout(
             dropout,
@@ -306,6 +325,83 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if self.score == "additive":
             self.score_vector = self._kernel("score_vector", (heads, kd))
         self._dropout_layer.build(None)
+        if self.lora_rank is not None:
+            # Rebuilding a layer saved with adapters (from its config).
+            self._add_lora(self.lora_rank, self.lora_alpha, self.lora_targets)
+
+    def enable_lora(self, rank, lora_alpha=None, targets=("query", "value")):
+        """Freeze the layer and train low-rank adapters (LoRA) instead.
+
+        Each target projection's kernel `W` becomes `W + (lora_alpha / rank)
+        A B`, with `A` of shape `(input_dim, rank)` (He-uniform) and `B` of
+        shape `(rank, ...)` (zeros, so the outputs do not change until
+        training). Every other weight of the layer stops training: only the
+        adapters do. The adapters are saved with the layer, and its config
+        records `lora_rank`, so a `.keras` file reloads with them (frozen
+        the same way).
+
+        Args:
+            rank: int, the adapters' rank.
+            lora_alpha: float or `None`, the scale numerator. Defaults to
+                `None` (`rank`).
+            targets: tuple of str among `"query"`, `"key"`, `"value"`,
+                `"output"`. Defaults to `("query", "value")`.
+        """
+        if not self.built:
+            raise ValueError(
+                f"Layer {self.name!r} is not built: call it once or "
+                "`build(input_shape)` before `enable_lora` (or pass "
+                "`lora_rank` to the constructor)."
+            )
+        if self._lora:
+            raise ValueError(
+                f"LoRA is already enabled on layer {self.name!r} (rank "
+                f"{self.lora_rank}): it can be enabled once."
+            )
+        rank, lora_alpha, targets = _validation.lora_arguments(
+            rank, lora_alpha, targets
+        )
+        self._add_lora(rank, lora_alpha, targets)
+
+    def _add_lora(self, rank, lora_alpha, targets):
+        self._tracker.unlock()
+        for weight in self.trainable_weights:
+            weight.trainable = False
+        for target in targets:
+            kernel = getattr(self, f"{target}_kernel")
+            # (D, N, H) kernels: A (D, r), B (r, N, H); the output kernel
+            # (N, V, O): A (N, V, r), B (r, O).
+            inner = 2 if target == "output" else 1
+            a_shape = tuple(kernel.shape[:inner]) + (rank,)
+            b_shape = (rank,) + tuple(kernel.shape[inner:])
+            lora_a = self.add_weight(
+                name=f"{target}_lora_a",
+                shape=a_shape,
+                initializer=keras.initializers.HeUniform(
+                    seed=None if self.seed is None else self.seed + 7
+                ),
+            )
+            lora_b = self.add_weight(
+                name=f"{target}_lora_b",
+                shape=b_shape,
+                initializer="zeros",
+            )
+            self._lora[target] = (lora_a, lora_b)
+        self._tracker.lock()
+        self.lora_rank = rank
+        self.lora_alpha = lora_alpha
+        self.lora_targets = targets
+
+    def _effective_kernel(self, target):
+        """The kernel of a projection, with its LoRA update if any."""
+        kernel = getattr(self, f"{target}_kernel")
+        if target not in self._lora:
+            return kernel
+        lora_a, lora_b = self._lora[target]
+        scale = (self.lora_alpha or self.lora_rank) / self.lora_rank
+        # (D, r) . (r, N, H) or (N, V, r) . (r, O): the kernel's shape.
+        update = ops.tensordot(lora_a, lora_b, axes=1)
+        return kernel + ops.cast(scale, kernel.dtype) * update
 
     def _kernel(self, name, shape):
         # A distinct seed offset per weight (see `clone_initializer`).
@@ -605,7 +701,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def _project_query(self, query_inputs):
         """`(B, T_q, D_q)` -> queries `(B, N, T_q, H)`."""
         return self._project(
-            query_inputs, self.query_kernel, getattr(self, "query_bias", None)
+            query_inputs,
+            self._effective_kernel("query"),
+            getattr(self, "query_bias", None),
         )
 
     def _project_key_value(self, context):
@@ -615,10 +713,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         Split from the query projection so a decoder can cache them.
         """
         key = self._project(
-            context, self.key_kernel, getattr(self, "key_bias", None)
+            context,
+            self._effective_kernel("key"),
+            getattr(self, "key_bias", None),
         )
         value = self._project(
-            context, self.value_kernel, getattr(self, "value_bias", None)
+            context,
+            self._effective_kernel("value"),
+            getattr(self, "value_bias", None),
         )
         return key, value
 
@@ -638,9 +740,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         # come out scaled at no cost.
         kernel = ops.concatenate(
             [
-                ops.reshape(self.query_kernel * scale, (dim, heads * kd)),
-                ops.reshape(self.key_kernel, (dim, kv_heads * kd)),
-                ops.reshape(self.value_kernel, (dim, kv_heads * vd)),
+                ops.reshape(
+                    self._effective_kernel("query") * scale, (dim, heads * kd)
+                ),
+                ops.reshape(
+                    self._effective_kernel("key"), (dim, kv_heads * kd)
+                ),
+                ops.reshape(
+                    self._effective_kernel("value"), (dim, kv_heads * vd)
+                ),
             ],
             axis=1,
         )  # (D, N * H + K * (H + V)), K key/value heads
@@ -690,7 +798,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             ops.transpose(context_heads, (0, 2, 1, 3)), (-1, heads * vd)
         )
         outputs = ops.matmul(
-            context, ops.reshape(self.output_kernel, (heads * vd, out_dim))
+            context,
+            ops.reshape(
+                self._effective_kernel("output"), (heads * vd, out_dim)
+            ),
         )  # (B * T, output_dim)
         if self.use_bias:
             outputs = outputs + self.output_bias
@@ -842,6 +953,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             "attention_impl": self.attention_impl,
             "chunk_size": self.chunk_size,
             "num_key_value_heads": self.num_key_value_heads,
+            "lora_rank": self.lora_rank,
+            "lora_alpha": self.lora_alpha,
+            "lora_targets": list(self.lora_targets),
         }
 
 

@@ -67,6 +67,13 @@ class TransformerBlock(_transformer.TransformerLayer):
             attention sub-layers (grouped-query attention; `1`:
             multi-query); must divide `num_heads`. Defaults to `None`
             (`num_heads`).
+        lora_rank: int or `None`, build with LoRA adapters of this rank on
+            the attention (see `enable_lora`; recorded in the config).
+            Defaults to `None`.
+        lora_alpha: float or `None`, the LoRA scale numerator. Defaults to
+            `None` (`lora_rank`).
+        lora_targets: tuple of str, the projections that get adapters.
+            Defaults to `("query", "value")`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -162,6 +169,9 @@ class TransformerBlock(_transformer.TransformerLayer):
         bias_initializer="zeros",
         seed=None,
         num_key_value_heads=None,
+        lora_rank=None,
+        lora_alpha=None,
+        lora_targets=("query", "value"),
         **kwargs,
     ):
         causal = _validation.boolean("causal", causal)
@@ -183,6 +193,9 @@ class TransformerBlock(_transformer.TransformerLayer):
             bias_initializer=bias_initializer,
             seed=seed,
             num_key_value_heads=num_key_value_heads,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_targets=lora_targets,
             **kwargs,
         )
         self.causal = causal
@@ -205,6 +218,9 @@ class TransformerBlock(_transformer.TransformerLayer):
             self._norm_and_dropout("self_attention", input_shape, 1)
         )
         self._build_feedforward(input_shape, seed_offset=2)
+        if self.lora_rank is not None:
+            # Rebuilt from a config with adapters: frozen as when enabled.
+            self._freeze_all_but_lora()
 
     def init_cache(self, batch_size, max_length):
         """An empty key/value cache for step-by-step decoding with a causal
