@@ -347,12 +347,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             targets: tuple of str among `"query"`, `"key"`, `"value"`,
                 `"output"`. Defaults to `("query", "value")`.
         """
-        if not self.built:
-            raise ValueError(
-                f"Layer {self.name!r} is not built: call it once or "
-                "`build(input_shape)` before `enable_lora` (or pass "
-                "`lora_rank` to the constructor)."
-            )
+        check_built(self, "enable_lora")
         if self._lora:
             raise ValueError(
                 f"LoRA is already enabled on layer {self.name!r} (rank "
@@ -521,12 +516,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 "later ones)",
                 self.causal,
             )
-        if not self.built:
-            raise ValueError(
-                f"Layer {self.name!r} is not built: call it once or "
-                "`build(input_shape)` before `init_cache` (the head sizes "
-                "depend on the input width)."
-            )
+        check_built(self, "init_cache")
         if isinstance(batch_size, int) or not hasattr(batch_size, "shape"):
             batch_size = _validation.positive_int("batch_size", batch_size)
         max_length = _validation.positive_int("max_length", max_length)
@@ -967,9 +957,8 @@ def cache_spec(cache):
     }
 
 
-def _check_cache(layer, inputs, cache, index):
-    """Validate a `call` with `cache`/`cache_update_index`; returns the
-    cache's `max_length` and the index (an int when it is known)."""
+def check_cache_pair(cache, index):
+    """`cache` and `cache_update_index` come together or not at all."""
     if cache is None or index is None:
         missing = "cache" if cache is None else "cache_update_index"
         raise _validation.invalid(
@@ -978,6 +967,23 @@ def _check_cache(layer, inputs, cache, index):
             "position of the first input step), or neither",
             None,
         )
+
+
+def check_built(layer, method):
+    """A layer's weights must exist before `method` (their sizes depend on
+    the input width)."""
+    if not layer.built:
+        raise ValueError(
+            f"Layer {layer.name!r} is not built: call it once or "
+            f"`build(...)` before `{method}` (its weights' sizes depend on "
+            "the input width)."
+        )
+
+
+def _check_cache(layer, inputs, cache, index):
+    """Validate a `call` with `cache`/`cache_update_index`; returns the
+    cache's `max_length` and the index (an int when it is known)."""
+    check_cache_pair(cache, index)
     if not layer.causal:
         raise _validation.invalid(
             "cache",

@@ -11,6 +11,7 @@ from keras_selfattn.layers.multi_head_self_attention import (
     MultiHeadSelfAttention,
 )
 from keras_selfattn.layers.multi_head_self_attention import cache_spec
+from keras_selfattn.layers.multi_head_self_attention import check_built
 
 
 @keras.saving.register_keras_serializable(package="keras_selfattn")
@@ -248,11 +249,7 @@ class TransformerBlock(_transformer.TransformerLayer):
                 "later ones)",
                 self.causal,
             )
-        if not self.built:
-            raise ValueError(
-                f"Layer {self.name!r} is not built: call it once or "
-                "`build(input_shape)` before `init_cache`."
-            )
+        check_built(self, "init_cache")
         return self._self_attention.init_cache(batch_size, max_length)
 
     def call(

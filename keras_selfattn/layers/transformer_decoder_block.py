@@ -12,6 +12,8 @@ from keras_selfattn.layers.multi_head_self_attention import (
     MultiHeadSelfAttention,
 )
 from keras_selfattn.layers.multi_head_self_attention import cache_spec
+from keras_selfattn.layers.multi_head_self_attention import check_built
+from keras_selfattn.layers.multi_head_self_attention import check_cache_pair
 
 
 @keras.saving.register_keras_serializable(package="keras_selfattn")
@@ -352,12 +354,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         _validation.sequence_shape(
             "encoder_outputs", encoder_outputs.shape, self.name
         )
-        if not self.built:
-            raise ValueError(
-                f"Layer {self.name!r} is not built: call it once or "
-                "`build(inputs_shape, encoder_outputs_shape)` before "
-                "`init_cache`."
-            )
+        check_built(self, "init_cache")
         batch = ops.shape(encoder_outputs)[0]
         return {
             "self_attention": self._self_attention.init_cache(
@@ -444,14 +441,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
 
 
 def _check_block_cache(cache, index):
-    if cache is None or index is None:
-        missing = "cache" if cache is None else "cache_update_index"
-        raise _validation.invalid(
-            missing,
-            "both `cache` (from `init_cache`) and `cache_update_index` (the "
-            "position of the first input step), or neither",
-            None,
-        )
+    check_cache_pair(cache, index)
     if not isinstance(cache, dict) or set(cache) != {
         "self_attention",
         "cross_attention",
