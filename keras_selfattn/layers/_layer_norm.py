@@ -86,3 +86,20 @@ class LayerNormalization(keras.layers.LayerNormalization):
             self.epsilon,
         )
         return ops.cast(outputs, self.compute_dtype)
+
+
+class RMSNormalization(keras.layers.RMSNormalization):
+    """`keras.layers.RMSNormalization` (`x / sqrt(mean(x**2) + epsilon) *
+    scale`, no centering, no offset) computed in float32 under mixed
+    precision, as `LayerNormalization` is: a float16 `mean(x**2)` overflows
+    once activations pass 256."""
+
+    def call(self, x):
+        dtype = keras.backend.result_type(x.dtype, "float32")
+        outputs = ops.rms_normalization(
+            ops.cast(x, dtype),
+            scale=ops.cast(self.scale, dtype),
+            axis=self.axis,
+            epsilon=self.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype)

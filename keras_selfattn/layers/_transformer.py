@@ -8,6 +8,10 @@ from keras_selfattn.layers import _masking
 from keras_selfattn.layers import _validation
 from keras_selfattn.layers._initializers import clone_initializer
 
+# The blocks' `normalization` choices: layer norm, or RMS norm (scale only,
+# no centering, as in Llama-style decoders).
+NORMALIZATIONS = ("layer", "rms")
+
 
 def _offset_seed(seed, offset):
     # Each dropout gets its own seed: two `Dropout` layers seeded alike draw
@@ -36,9 +40,15 @@ class TransformerLayer(keras.layers.Layer):
         lora_rank=None,
         lora_alpha=None,
         lora_targets=("query", "value"),
+        normalization="layer",
+        use_bias=True,
         **kwargs,
     ):
         num_heads = _validation.positive_int("num_heads", num_heads)
+        normalization = _validation.one_of(
+            "normalization", normalization, NORMALIZATIONS
+        )
+        use_bias = _validation.boolean("use_bias", use_bias)
         lora_rank, lora_alpha, lora_targets = _validation.lora_arguments(
             lora_rank, lora_alpha, lora_targets
         )
@@ -69,6 +79,8 @@ class TransformerLayer(keras.layers.Layer):
         self.num_heads = num_heads
         self.num_key_value_heads = num_key_value_heads
         self.lora_rank = lora_rank
+        self.normalization = normalization
+        self.use_bias = use_bias
         self.lora_alpha = lora_alpha
         self.lora_targets = lora_targets
         self.ff_dim = ff_dim
@@ -100,6 +112,7 @@ class TransformerLayer(keras.layers.Layer):
             "lora_rank": self.lora_rank,
             "lora_alpha": self.lora_alpha,
             "lora_targets": self.lora_targets,
+            "use_bias": self.use_bias,
             "key_dim": self.key_dim,
             "dropout": self.attention_dropout,
             "kernel_initializer": clone_initializer(
@@ -116,11 +129,20 @@ class TransformerLayer(keras.layers.Layer):
         # Keras' layer normalization with a hand-written backward pass (the
         # same weights). It computes in float32 even for float16 inputs, so
         # `dtype_policy` is safe under mixed precision.
-        norm = _layer_norm.LayerNormalization(
-            epsilon=self.layer_norm_epsilon,
-            name=f"{prefix}_layer_norm",
-            **self._sublayer_kwargs(),
-        )
+        if self.normalization == "rms":
+            norm = _layer_norm.RMSNormalization(
+                epsilon=self.layer_norm_epsilon,
+                name=f"{prefix}_rms_norm",
+                **self._sublayer_kwargs(),
+            )
+        else:
+            # With `use_bias=False`, no offset (`beta`) either.
+            norm = _layer_norm.LayerNormalization(
+                epsilon=self.layer_norm_epsilon,
+                center=self.use_bias,
+                name=f"{prefix}_layer_norm",
+                **self._sublayer_kwargs(),
+            )
         norm.build(input_shape)
         dropout = keras.layers.Dropout(
             self.dropout,
@@ -137,6 +159,7 @@ class TransformerLayer(keras.layers.Layer):
         self._feedforward_intermediate = keras.layers.Dense(
             self.ff_dim,
             activation=self.activation,
+            use_bias=self.use_bias,
             # Offsets past any attention sub-layer's (it uses 0..8).
             kernel_initializer=clone_initializer(self.kernel_initializer, 100),
             bias_initializer=clone_initializer(self.bias_initializer, 101),
@@ -146,6 +169,7 @@ class TransformerLayer(keras.layers.Layer):
         self._feedforward_intermediate.build(input_shape)
         self._feedforward_output = keras.layers.Dense(
             hidden_dim,
+            use_bias=self.use_bias,
             kernel_initializer=clone_initializer(self.kernel_initializer, 102),
             bias_initializer=clone_initializer(self.bias_initializer, 103),
             name="feedforward_output_dense",
@@ -248,6 +272,8 @@ class TransformerLayer(keras.layers.Layer):
             "lora_rank": self.lora_rank,
             "lora_alpha": self.lora_alpha,
             "lora_targets": list(self.lora_targets),
+            "normalization": self.normalization,
+            "use_bias": self.use_bias,
             "ff_dim": self.ff_dim,
             "key_dim": self.key_dim,
             "dropout": self.dropout,

@@ -75,6 +75,13 @@ class TransformerBlock(_transformer.TransformerLayer):
             `None` (`lora_rank`).
         lora_targets: tuple of str, the projections that get adapters.
             Defaults to `("query", "value")`.
+        normalization: str, `"layer"` (layer normalization) or `"rms"` (RMS
+            normalization: `x / sqrt(mean(x**2) + epsilon) * gamma`, no
+            centering and no offset, as in Llama-style decoders). Defaults
+            to `"layer"`.
+        use_bias: bool, whether the attention projections, the
+            feed-forward layers and the layer norms' offsets have biases
+            (`False`: none anywhere in the block). Defaults to `True`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -173,6 +180,8 @@ class TransformerBlock(_transformer.TransformerLayer):
         lora_rank=None,
         lora_alpha=None,
         lora_targets=("query", "value"),
+        normalization="layer",
+        use_bias=True,
         **kwargs,
     ):
         causal = _validation.boolean("causal", causal)
@@ -197,6 +206,8 @@ class TransformerBlock(_transformer.TransformerLayer):
             lora_rank=lora_rank,
             lora_alpha=lora_alpha,
             lora_targets=lora_targets,
+            normalization=normalization,
+            use_bias=use_bias,
             **kwargs,
         )
         self.causal = causal
