@@ -683,7 +683,12 @@ class Server:
         try:
             return self.predict(request)
         except ServingError as error:
-            return {"error": str(error), "code": error.code}
+            return _refusal(error)
+
+
+def _refusal(error):
+    """The response to a refused request (or a failed load)."""
+    return {"error": str(error), "code": error.code}
 
 
 def serve(export_dir, request, load_tf_text=True, tf_dir=None):
@@ -700,23 +705,24 @@ def _loaded_modules():
     )
 
 
+def _respond(server, text):
+    """The response to one request's JSON text, with `python_modules`."""
+    try:
+        request = json.loads(text)
+    except ValueError as error:
+        response = _refusal(ServingError(f"JSON Parse error: {error}"))
+    else:
+        response = server.answer(request)
+    response["python_modules"] = _loaded_modules()
+    return response
+
+
 def _serve_lines(server, lines, out):
     """Answer one JSON request per input line with one JSON line."""
     for line in lines:
-        if not line.strip():
-            continue
-        try:
-            request = json.loads(line)
-        except ValueError as error:
-            response = {
-                "error": f"JSON Parse error: {error}",
-                "code": "INVALID_ARGUMENT",
-            }
-        else:
-            response = server.answer(request)
-        response["python_modules"] = _loaded_modules()
-        out.write(json.dumps(response) + "\n")
-        out.flush()
+        if line.strip():
+            out.write(json.dumps(_respond(server, line)) + "\n")
+            out.flush()
 
 
 def main(argv=None):
@@ -738,7 +744,7 @@ def main(argv=None):
     try:
         server = Server(args.export_dir, not args.no_tf_text)
     except ServingError as error:
-        response = {"error": str(error), "code": error.code}
+        response = _refusal(error)
         response["python_modules"] = _loaded_modules()
         print(json.dumps(response))
         return 2
@@ -752,14 +758,7 @@ def main(argv=None):
     else:
         with open(args.request, encoding="utf-8") as f:
             text = f.read()
-    try:
-        request = json.loads(text)
-    except ValueError as error:
-        response = {"error": f"JSON Parse error: {error}"}
-        response["code"] = "INVALID_ARGUMENT"
-    else:
-        response = server.answer(request)
-    response["python_modules"] = _loaded_modules()
+    response = _respond(server, text)
     print(json.dumps(response))
     return 2 if "error" in response else 0
 

@@ -55,9 +55,10 @@ def _check_limit(name, value):
     return _validation.positive_int(name, value, allow_none=True)
 
 
-def _publish(write, export_dir, version, overwrite, metadata, signatures):
+def _publish(write, export_dir, version, overwrite, metadata, exported):
     """Write a SavedModel with `write(path)` into `<export_dir>/<version>`,
-    with its record (`metadata` and what was exported) in
+    with its record (`exported`: the exporter's own facts, such as its
+    `signatures`, then the caller's `metadata`) in
     `<version>/assets.extra/metadata.json`.
 
     The model is written to a hidden temporary folder next to its final
@@ -95,7 +96,7 @@ def _publish(write, export_dir, version, overwrite, metadata, signatures):
                 datetime.timezone.utc
             ).isoformat(timespec="seconds"),
             "keras_selfattn_version": __version__,
-            "signatures": signatures,
+            **exported,
             **metadata,
         }
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
@@ -264,7 +265,14 @@ def export_model(
             "max_batch_size": max_batch_size,
         }
     }
-    return _publish(write, export_dir, version, overwrite, metadata, signatures)
+    return _publish(
+        write,
+        export_dir,
+        version,
+        overwrite,
+        metadata,
+        {"signatures": signatures},
+    )
 
 
 def export_classifier(
@@ -392,8 +400,8 @@ def export_classifier(
             "vocabulary_size": vocabulary_size,
         },
     }
-    metadata = {"label_names": label_names, **_check_metadata(metadata)}
-    return _publish(write, export_dir, version, overwrite, metadata, signatures)
+    exported = {"signatures": signatures, "label_names": label_names}
+    return _publish(write, export_dir, version, overwrite, metadata, exported)
 
 
 def export_text_generator(
@@ -464,7 +472,14 @@ def export_text_generator(
             "max_text_bytes": max_text_bytes,
         }
     }
-    return _publish(write, export_dir, version, overwrite, metadata, signatures)
+    return _publish(
+        write,
+        export_dir,
+        version,
+        overwrite,
+        metadata,
+        {"signatures": signatures},
+    )
 
 
 def published_versions(export_dir):

@@ -7,6 +7,8 @@ from keras_selfattn.layers import _layer_norm
 from keras_selfattn.layers import _masking
 from keras_selfattn.layers import _validation
 from keras_selfattn.layers._initializers import clone_initializer
+from keras_selfattn.layers.multi_head_self_attention import check_built
+from keras_selfattn.layers.multi_head_self_attention import check_lora_once
 
 # The blocks' `normalization` choices: layer norm, or RMS norm (scale only,
 # no centering, as in Llama-style decoders).
@@ -181,10 +183,11 @@ class TransformerLayer(keras.layers.Layer):
         )
 
     def _attention_layers(self):
+        """The block's attention sub-layers (self- and cross-attention)."""
         return [
-            layer
-            for layer in self._flatten_layers(include_self=False)
-            if hasattr(layer, "enable_lora") and hasattr(layer, "_lora")
+            getattr(self, name)
+            for name in ("_self_attention", "_cross_attention")
+            if hasattr(self, name)
         ]
 
     def enable_lora(self, rank, lora_alpha=None, targets=("query", "value")):
@@ -203,17 +206,8 @@ class TransformerLayer(keras.layers.Layer):
             targets: tuple of str among `"query"`, `"key"`, `"value"`,
                 `"output"`. Defaults to `("query", "value")`, as KerasHub.
         """
-        if not self.built:
-            raise ValueError(
-                f"Layer {self.name!r} is not built: call it once or "
-                "`build(...)` before `enable_lora` (or pass `lora_rank` to "
-                "the constructor)."
-            )
-        if self.lora_rank is not None:
-            raise ValueError(
-                f"LoRA is already enabled on layer {self.name!r} (rank "
-                f"{self.lora_rank}): it can be enabled once."
-            )
+        check_built(self, "enable_lora")
+        check_lora_once(self)
         rank, lora_alpha, targets = _validation.lora_arguments(
             rank, lora_alpha, targets
         )
@@ -228,12 +222,49 @@ class TransformerLayer(keras.layers.Layer):
         adapters = {
             id(weight)
             for layer in self._attention_layers()
-            for pair in layer._lora.values()
-            for weight in pair
+            for weight in layer.lora_weights
         }
         for weight in self.weights:
             if id(weight) not in adapters:
                 weight.trainable = False
+
+    def _self_attention_sublayer(
+        self,
+        inputs,
+        padding,
+        attention_mask,
+        training,
+        return_attention_scores,
+        cache,
+        cache_update_index,
+    ):
+        """The self-attention sub-layer of both blocks: norm, attention
+        (with its cache when given), dropout and residual. Returns `(x,
+        scores, new_cache)`, `None` for what was not asked."""
+        x = self._sublayer_input(inputs, self._self_attention_norm)
+        # The padding mask goes in explicitly: it may have come as `mask`
+        # rather than riding on `inputs`. Scores only when asked: they
+        # force the dense attention path.
+        y = self._self_attention(
+            x,
+            mask=padding,
+            attention_mask=attention_mask,
+            training=training,
+            return_attention_scores=return_attention_scores,
+            cache=cache,
+            cache_update_index=cache_update_index,
+        )  # (B, T, D) [, (B, N, T, T|L)] [, new cache]
+        y = y if isinstance(y, tuple) else (y,)
+        scores = y[1] if return_attention_scores else None
+        new_cache = y[-1] if cache is not None else None
+        x = self._sublayer_output(
+            inputs,
+            y[0],
+            self._self_attention_norm,
+            self._self_attention_dropout,
+            training,
+        )
+        return x, scores, new_cache
 
     def _sublayer_input(self, x, norm):
         # Pre-norm normalizes what enters the sub-layer ...

@@ -348,11 +348,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 `"output"`. Defaults to `("query", "value")`.
         """
         check_built(self, "enable_lora")
-        if self._lora:
-            raise ValueError(
-                f"LoRA is already enabled on layer {self.name!r} (rank "
-                f"{self.lora_rank}): it can be enabled once."
-            )
+        check_lora_once(self)
         rank, lora_alpha, targets = _validation.lora_arguments(
             rank, lora_alpha, targets
         )
@@ -386,6 +382,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.lora_rank = rank
         self.lora_alpha = lora_alpha
         self.lora_targets = targets
+
+    @property
+    def lora_weights(self):
+        """The LoRA adapters' weights (`[]` before `enable_lora`)."""
+        return [weight for pair in self._lora.values() for weight in pair]
 
     def _effective_kernel(self, target):
         """The kernel of a projection, with its LoRA update if any."""
@@ -594,9 +595,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         _masking.set_keras_mask(outputs, padding)
         new_cache = {"key": key_cache, "value": value_cache}
         new_cache["key_mask"] = key_mask
-        if return_attention_scores:
-            return outputs, scores, new_cache
-        return outputs, new_cache
+        scores = (scores,) if return_attention_scores else ()
+        return call_result(outputs, scores, new_cache)
 
     def _choose_impl(self, training, return_attention_scores):
         """`"dense"`, `"chunked"` or `"auto"` (decide by length)."""
@@ -899,15 +899,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
         )
-        batch, seq_len = inputs.shape[:2]
-        key_len = seq_len if cache is None else cache["key"].shape[2]
-        scores = keras.KerasTensor(
-            (batch, self.num_heads, seq_len, key_len), dtype=self.compute_dtype
+        return attention_output_spec(
+            outputs, self.num_heads, inputs, return_attention_scores, cache
         )
-        result = (outputs, scores) if return_attention_scores else (outputs,)
-        if cache is not None:
-            result += (cache_spec(cache),)
-        return result if len(result) > 1 else outputs
 
     def get_config(self):
         return {
@@ -947,6 +941,40 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             "lora_alpha": self.lora_alpha,
             "lora_targets": list(self.lora_targets),
         }
+
+
+def call_result(outputs, scores, new_cache):
+    """What a layer's `call` returns: `outputs` alone, or the tuple
+    `(outputs, *scores, new_cache)` of what was asked (`scores` empty when
+    no scores were asked for, `new_cache` `None` without a cache)."""
+    result = (outputs, *scores)
+    if new_cache is not None:
+        result += (new_cache,)
+    return result if len(result) > 1 else outputs
+
+
+def attention_output_spec(outputs, num_heads, inputs, return_scores, cache):
+    """`compute_output_spec` of a self-attention layer or block whose
+    output spec is `outputs`: the scores `(batch_size, num_heads, seq_len,
+    key_len)` (`key_len` the cache's `max_length` with a cache) and the
+    cache's spec, when asked."""
+    batch, seq_len = inputs.shape[:2]
+    key_len = seq_len if cache is None else cache["key"].shape[2]
+    scores = ()
+    if return_scores:
+        shape = (batch, num_heads, seq_len, key_len)
+        scores = (keras.KerasTensor(shape, dtype=outputs.dtype),)
+    spec = None if cache is None else cache_spec(cache)
+    return call_result(outputs, scores, spec)
+
+
+def check_lora_once(layer):
+    """LoRA adapters can be enabled once per layer."""
+    if layer.lora_rank is not None:
+        raise ValueError(
+            f"LoRA is already enabled on layer {layer.name!r} (rank "
+            f"{layer.lora_rank}): it can be enabled once."
+        )
 
 
 def cache_spec(cache):

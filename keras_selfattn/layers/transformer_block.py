@@ -10,7 +10,10 @@ from keras_selfattn.layers import _validation
 from keras_selfattn.layers.multi_head_self_attention import (
     MultiHeadSelfAttention,
 )
-from keras_selfattn.layers.multi_head_self_attention import cache_spec
+from keras_selfattn.layers.multi_head_self_attention import (
+    attention_output_spec,
+)
+from keras_selfattn.layers.multi_head_self_attention import call_result
 from keras_selfattn.layers.multi_head_self_attention import check_built
 
 
@@ -276,41 +279,18 @@ class TransformerBlock(_transformer.TransformerLayer):
         padding = _masking.check_padding_mask(
             "mask", _masking.resolve_mask(inputs, mask), inputs
         )
-        cached = cache is not None or cache_update_index is not None
-        x = self._sublayer_input(inputs, self._self_attention_norm)
-        # The padding mask goes in explicitly: it may have come as `mask`
-        # rather than riding on `inputs`.
-        # Scores only when asked: they force the dense attention path.
-        cache_kwargs = {}
-        if cached:
-            cache_kwargs = {
-                "cache": cache,
-                "cache_update_index": cache_update_index,
-            }
-        y = self._self_attention(
-            x,
-            mask=padding,
-            attention_mask=attention_mask,
-            training=training,
-            return_attention_scores=return_attention_scores,
-            **cache_kwargs,
-        )  # (B, T, D) [, (B, N, T, T|L)] [, cache]
-        y = y if isinstance(y, tuple) else (y,)
-        new_cache = y[-1] if cached else None
-        scores = y[1] if return_attention_scores else None
-        y = y[0]
-        x = self._sublayer_output(
+        x, scores, new_cache = self._self_attention_sublayer(
             inputs,
-            y,
-            self._self_attention_norm,
-            self._self_attention_dropout,
+            padding,
+            attention_mask,
             training,
+            return_attention_scores,
+            cache,
+            cache_update_index,
         )
         outputs = self._feedforward_and_finish(x, padding, training)
-        result = (outputs, scores) if return_attention_scores else (outputs,)
-        if cached:
-            result += (new_cache,)
-        return result if len(result) > 1 else outputs
+        scores = (scores,) if return_attention_scores else ()
+        return call_result(outputs, scores, new_cache)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -328,15 +308,9 @@ class TransformerBlock(_transformer.TransformerLayer):
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
         )
-        batch, seq_len = inputs.shape[:2]
-        key_len = seq_len if cache is None else cache["key"].shape[2]
-        scores = keras.KerasTensor(
-            (batch, self.num_heads, seq_len, key_len), dtype=self.compute_dtype
+        return attention_output_spec(
+            outputs, self.num_heads, inputs, return_attention_scores, cache
         )
-        result = (outputs, scores) if return_attention_scores else (outputs,)
-        if cache is not None:
-            result += (cache_spec(cache),)
-        return result if len(result) > 1 else outputs
 
     def get_config(self):
         return {

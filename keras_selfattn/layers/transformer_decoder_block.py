@@ -12,6 +12,7 @@ from keras_selfattn.layers.multi_head_self_attention import (
     MultiHeadSelfAttention,
 )
 from keras_selfattn.layers.multi_head_self_attention import cache_spec
+from keras_selfattn.layers.multi_head_self_attention import call_result
 from keras_selfattn.layers.multi_head_self_attention import check_built
 from keras_selfattn.layers.multi_head_self_attention import check_cache_pair
 
@@ -286,31 +287,14 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
                 _masking.resolve_mask(encoder_outputs, encoder_mask),
                 encoder_outputs,
             )
-        self_kwargs, cross_kwargs = {}, {}
-        if cached:
-            self_kwargs = {
-                "cache": cache["self_attention"],
-                "cache_update_index": cache_update_index,
-            }
-            cross_kwargs = {"cache": cache["cross_attention"]}
-        x = self._sublayer_input(inputs, self._self_attention_norm)
-        y = self._self_attention(
-            x,
-            mask=padding,
-            attention_mask=attention_mask,
-            training=training,
-            return_attention_scores=return_attention_scores,
-            **self_kwargs,
-        )  # (B, T, D) [, (B, N, T, T|L)] [, cache]
-        y = y if isinstance(y, tuple) else (y,)
-        self_cache = y[-1] if cached else None
-        self_scores = y[1] if return_attention_scores else None
-        x = self._sublayer_output(
+        x, self_scores, self_cache = self._self_attention_sublayer(
             inputs,
-            y[0],
-            self._self_attention_norm,
-            self._self_attention_dropout,
+            padding,
+            attention_mask,
             training,
+            return_attention_scores,
+            cache["self_attention"] if cached else None,
+            cache_update_index,
         )
         residual = x
         x = self._sublayer_input(x, self._cross_attention_norm)
@@ -321,7 +305,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             query_mask=padding,
             training=training,
             return_attention_scores=return_attention_scores,
-            **cross_kwargs,
+            cache=cache["cross_attention"] if cached else None,
         )  # (B, T, D) [, (B, N, T, S)]
         y, cross_scores = y if return_attention_scores else (y, None)
         x = self._sublayer_output(
@@ -332,12 +316,11 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             training,
         )
         outputs = self._feedforward_and_finish(x, padding, training)
-        result = (outputs,)
-        if return_attention_scores:
-            result += (self_scores, cross_scores)
+        scores = (self_scores, cross_scores) if return_attention_scores else ()
+        new_cache = None
         if cached:
-            result += (dict(cache, self_attention=self_cache),)
-        return result if len(result) > 1 else outputs
+            new_cache = dict(cache, self_attention=self_cache)
+        return call_result(outputs, scores, new_cache)
 
     def init_cache(self, encoder_outputs, max_length, encoder_mask=None):
         """The key/value cache for step-by-step decoding through `call`.
@@ -428,7 +411,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
         )
-        result = (outputs,)
+        scores = ()
         if return_attention_scores:
             batch, target_len = inputs.shape[:2]
             key_len, source_len = target_len, None
@@ -437,18 +420,17 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             else:
                 key_len = cache["self_attention"]["key_mask"].shape[1]
                 source_len = cache["cross_attention"]["key_mask"].shape[1]
-            result += tuple(
+            scores = tuple(
                 keras.KerasTensor(
                     (batch, self.num_heads, target_len, length),
                     dtype=self.compute_dtype,
                 )
                 for length in (key_len, source_len)
             )
+        spec = None
         if cache is not None:
-            result += (
-                {name: cache_spec(part) for name, part in cache.items()},
-            )
-        return result if len(result) > 1 else outputs
+            spec = {name: cache_spec(part) for name, part in cache.items()}
+        return call_result(outputs, scores, spec)
 
 
 def _check_block_cache(cache, index):
