@@ -2,10 +2,21 @@
 
 Importing the package registers every layer with Keras serialization, so a
 `.keras` file saved with our layers loads with no `custom_objects`.
+
+The layers and the backend-neutral model builders import no TensorFlow, so
+`import keras_selfattn` works on any Keras backend. The TensorFlow-only
+parts (the `text` tokenizers, `TextClassifier`, `TextGenerator`,
+`train_seq2seq`, `export`) import TensorFlow when first used. Under the
+TensorFlow backend, importing the package also registers the text models and
+the tokenizer; on another backend, reach them by name first (for example
+`keras_selfattn.models.TextClassifier`) before loading a `.keras` file
+that holds them.
 """
 
-# Registers the text layers and models for `.keras` loading; tensorflow-text
-# itself is imported only when a tokenizer is first used.
+import importlib
+
+import keras
+
 from keras_selfattn import export as export
 from keras_selfattn import models as models
 from keras_selfattn import text as text
@@ -38,3 +49,26 @@ __all__ = [
     "TransformerDecoderBlock",
     "__version__",
 ]
+
+# Submodules reachable as attributes (`keras_selfattn.training`) without an
+# import of their own; loaded on first access.
+_LAZY_SUBMODULES = ("metrics", "plotting", "training")
+
+if keras.backend.backend() == "tensorflow":
+    # Keras has imported TensorFlow already, so this costs no TensorFlow
+    # import: it registers the text models and the tokenizer, so a `.keras`
+    # file holding them loads after `import keras_selfattn` alone, as it
+    # always has. tensorflow-text itself still loads on a tokenizer's first
+    # use.
+    importlib.import_module("keras_selfattn.models.text_classifier")
+    importlib.import_module("keras_selfattn.models.text_generator")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY_SUBMODULES})

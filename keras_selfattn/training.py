@@ -14,7 +14,9 @@ packages up front; `add_training_arguments` adds the matching command-line
 flags to an `argparse` parser.
 
 Import it as `from keras_selfattn import training`. TensorBoard itself is
-imported only if `tensorboard_callback` finds it installed.
+imported only if `tensorboard_callback` finds it installed. The module imports
+no TensorFlow: `EpochScalars`, `make_strategy` and `compare_with_published`
+need TensorFlow and import it when first used.
 """
 
 import importlib
@@ -26,10 +28,7 @@ import shutil
 import time
 
 import keras
-import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
-from keras_selfattn.export.saved_model import published_versions
 from keras_selfattn.layers import _validation
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -142,7 +141,8 @@ class EpochScalars(keras.callbacks.Callback):
     TensorFlow no longer installs. This writes the same `epoch_<metric>`
     scalars to `<log_dir>/train` and `<log_dir>/validation` (the `val_`
     metrics) with TensorFlow's own summary writer, so
-    `tensorboard --logdir <log_dir>` shows the curves.
+    `tensorboard --logdir <log_dir>` shows the curves. Needs TensorFlow
+    (imported at the first epoch's end).
 
     Args:
         log_dir: str, the folder of the event files.
@@ -174,6 +174,8 @@ class EpochScalars(keras.callbacks.Callback):
         self.writers = {}
 
     def _writer(self, name):
+        import tensorflow as tf
+
         if name not in self.writers:
             self.writers[name] = tf.summary.create_file_writer(
                 os.path.join(self.log_dir, name)
@@ -181,6 +183,9 @@ class EpochScalars(keras.callbacks.Callback):
         return self.writers[name]
 
     def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
         # The plugin name makes TensorBoard draw the values as scalars.
         metadata = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(
@@ -238,8 +243,8 @@ def tensorboard_callback(log_dir):
 def make_strategy(name):
     """A `tf.distribute` strategy by name.
 
-    Call it before any other TensorFlow work: the multi-worker set-up must
-    come first.
+    Needs TensorFlow (imported here). Call it before any other TensorFlow
+    work: the multi-worker set-up must come first.
 
     Args:
         name: `"default"` (one device), `"mirrored"` (all local devices) or
@@ -259,6 +264,8 @@ def make_strategy(name):
     1
     """
     name = _validation.one_of("name", name, STRATEGIES)
+    import tensorflow as tf
+
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
@@ -656,7 +663,8 @@ def compare_with_published(export_dir, metrics, keys):
     number, so an operator should see at once when a new version scores
     worse than the one it replaces, e.g. `serving/1: test_accuracy 0.803;
     this run: test_accuracy 0.551`. The earlier numbers come from the
-    version's record (`keras_selfattn.export.published_versions`).
+    version's record (`keras_selfattn.export.published_versions`, whose
+    module imports TensorFlow on this call).
 
     Args:
         export_dir: str, the base folder of the versions (`serving/`).
@@ -682,6 +690,8 @@ def compare_with_published(export_dir, metrics, keys):
     >>> line = compare_with_published(base, {"test_loss": 0.5}, ["test_loss"])
     serving/1: test_loss 0.25; this run: test_loss 0.5
     """
+    from keras_selfattn.export.saved_model import published_versions
+
     versions = published_versions(export_dir)
     if not versions:
         return None

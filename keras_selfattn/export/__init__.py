@@ -1,19 +1,24 @@
-"""Export for TensorFlow Serving."""
+"""Export for TensorFlow Serving.
 
-from keras_selfattn.export.saved_model import (
-    export_classifier as export_classifier,
-)
-from keras_selfattn.export.saved_model import export_model as export_model
-from keras_selfattn.export.saved_model import (
-    export_text_generator as export_text_generator,
-)
-from keras_selfattn.export.saved_model import (
-    published_versions as published_versions,
-)
+The export functions need TensorFlow: their module, and TensorFlow, are
+imported on first access to one of their names. `serve_with_c_api` and
+`CApiServer` run the check in a subprocess and import no TensorFlow here.
+"""
+
+import importlib
+
 from keras_selfattn.export.serving_check import CApiServer as CApiServer
 from keras_selfattn.export.serving_check import (
     serve_with_c_api as serve_with_c_api,
 )
+
+# TensorFlow-only names and the modules that define them.
+_LAZY = {
+    "export_classifier": "saved_model",
+    "export_model": "saved_model",
+    "export_text_generator": "saved_model",
+    "published_versions": "saved_model",
+}
 
 __all__ = [
     "CApiServer",
@@ -23,3 +28,14 @@ __all__ = [
     "published_versions",
     "serve_with_c_api",
 ]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY})

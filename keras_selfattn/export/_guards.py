@@ -1,4 +1,4 @@
-"""In-graph checks of serving requests.
+"""In-graph checks of serving requests (needs TensorFlow).
 
 TF Serving (and any C API client) feeds a signature's placeholders without
 checking the shapes declared in the signature: a scalar reaches a graph

@@ -1,4 +1,8 @@
-"""SavedModels for TensorFlow Serving: versioned, atomic, clearly signed."""
+"""SavedModels for TensorFlow Serving: versioned, atomic, clearly signed.
+
+Needs TensorFlow, imported with this module (which `keras_selfattn.export`
+loads on first access to one of its names).
+"""
 
 import datetime
 import json

@@ -9,6 +9,10 @@ cross-attention plot, and an end-to-end `TextGenerator` (raw strings in,
 strings out) saved as `.keras` and exported for TF Serving, with its test
 scores in the version's record. Re-running it on a finished run reports that
 run instead of training (`training.prepare_output_dir`).
+
+Needs TensorFlow and tensorflow-text (TensorFlow is imported with this
+module, which `keras_selfattn.models` loads on first access to
+`train_seq2seq` or `add_seq2seq_arguments`).
 """
 
 import json

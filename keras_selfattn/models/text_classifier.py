@@ -4,6 +4,10 @@
 (`build_text_classifier`) in one `keras.Model` that takes Python lists,
 NumPy `str`/`bytes` arrays and string tensors alike, in `__call__` as in
 `predict`, `evaluate` and `fit`.
+
+Needs TensorFlow (imported with this module, which `keras_selfattn.models`
+loads on first access to `TextClassifier`) and, for the tokenizer,
+tensorflow-text.
 """
 
 import keras

@@ -6,6 +6,10 @@ graph, so a `.keras` file or an exported SavedModel takes raw text.
 `make_seq2seq_dataset` builds the matching teacher-forcing `tf.data`
 pipeline; `cross_attention_scores` returns a decoder block's attention over
 the source for plots.
+
+Needs TensorFlow (imported with this module, which `keras_selfattn.models`
+loads on first access to one of its names) and, for the tokenizers,
+tensorflow-text.
 """
 
 import keras

@@ -1,14 +1,22 @@
-"""Text preprocessing inside the graph (tensorflow-text, imported lazily)."""
+"""Text preprocessing inside the graph (tensorflow-text, imported lazily).
+
+`find_split` and `read_columns` are plain Python. `WordPieceTokenizer`,
+`learn_wordpiece_vocabulary` and `normalize_text` need TensorFlow (and the
+tokenizer tensorflow-text): their module, and TensorFlow, are imported on
+first access to one of these names.
+"""
+
+import importlib
 
 from keras_selfattn.text.files import find_split as find_split
 from keras_selfattn.text.files import read_columns as read_columns
-from keras_selfattn.text.wordpiece import (
-    WordPieceTokenizer as WordPieceTokenizer,
-)
-from keras_selfattn.text.wordpiece import (
-    learn_wordpiece_vocabulary as learn_wordpiece_vocabulary,
-)
-from keras_selfattn.text.wordpiece import normalize_text as normalize_text
+
+# TensorFlow-only names and the modules that define them.
+_LAZY = {
+    "WordPieceTokenizer": "wordpiece",
+    "learn_wordpiece_vocabulary": "wordpiece",
+    "normalize_text": "wordpiece",
+}
 
 __all__ = [
     "find_split",
@@ -17,3 +25,14 @@ __all__ = [
     "learn_wordpiece_vocabulary",
     "normalize_text",
 ]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY})

@@ -1,4 +1,9 @@
-"""WordPiece tokenization inside the graph, with tensorflow-text."""
+"""WordPiece tokenization inside the graph, with tensorflow-text.
+
+Needs TensorFlow, imported with this module (which `keras_selfattn.text`
+loads on first access to one of its names); tensorflow-text is imported on
+a tokenizer's first use.
+"""
 
 import importlib
 
