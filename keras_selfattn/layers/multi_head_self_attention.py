@@ -8,6 +8,7 @@ from keras import ops
 from keras_selfattn.layers import _chunked_attention
 from keras_selfattn.layers import _initializers
 from keras_selfattn.layers import _masking
+from keras_selfattn.layers import _quantization
 from keras_selfattn.layers import _validation
 
 _SCORES = _validation.ATTENTION_SCORES
@@ -307,23 +308,38 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self._output_dim = self.output_dim or query_dim
         heads, kd, vd = self.num_heads, self._key_dim, self._value_dim
         kv_heads = self.num_key_value_heads
-        self.query_kernel = self._kernel("query_kernel", (query_dim, heads, kd))
-        self.key_kernel = self._kernel(
-            "key_kernel", (context_dim, kv_heads, kd)
+        # Keras' EinsumDense for each projection, so `model.quantize` and
+        # dtype policies reach them. Initializer offsets as when the layer
+        # owned the kernels (0-3) and biases (4-7): same seeds, same values.
+        self._query_dense = self._projection(
+            "query", "btd,dnh->btnh", (None, heads, kd), "nh", query_dim, 0
         )
-        self.value_kernel = self._kernel(
-            "value_kernel", (context_dim, kv_heads, vd)
+        self._key_dense = self._projection(
+            "key", "btd,dnh->btnh", (None, kv_heads, kd), "nh", context_dim, 1
         )
-        self.output_kernel = self._kernel(
-            "output_kernel", (heads, vd, self._output_dim)
+        self._value_dense = self._projection(
+            "value", "btd,dnh->btnh", (None, kv_heads, vd), "nh", context_dim, 2
         )
-        if self.use_bias:
-            self.query_bias = self._bias("query_bias", (heads, kd))
-            self.key_bias = self._bias("key_bias", (kv_heads, kd))
-            self.value_bias = self._bias("value_bias", (kv_heads, vd))
-            self.output_bias = self._bias("output_bias", (self._output_dim,))
+        self._output_dense = self._projection(
+            "output",
+            "btnv,nvo->bto",
+            (None, self._output_dim),
+            "o",
+            (heads, vd),
+            3,
+        )
+        # The score vector's seed offset as before the projections moved.
+        self._weight_offset = 8 if self.use_bias else 4
         if self.score == "additive":
-            self.score_vector = self._kernel("score_vector", (heads, kd))
+            self.score_vector = self.add_weight(
+                name="score_vector",
+                shape=(heads, kd),
+                initializer=_initializers.clone_initializer(
+                    self.kernel_initializer, self._weight_offset
+                ),
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+            )
         self._dropout_layer.build(None)
         if self.lora_rank is not None:
             # Rebuilding a layer saved with adapters (from its config).
@@ -399,30 +415,129 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         update = ops.tensordot(lora_a, lora_b, axes=1)
         return kernel + ops.cast(scale, kernel.dtype) * update
 
-    def _kernel(self, name, shape):
-        # A distinct seed offset per weight (see `clone_initializer`).
-        offset = len(self.weights)
-        return self.add_weight(
-            name=name,
-            shape=shape,
-            initializer=_initializers.clone_initializer(
-                self.kernel_initializer, offset
+    def _projection(self, name, equation, output_shape, bias_axes, dims, n):
+        """One projection: an `EinsumDense` named `name`, built for inputs
+        whose trailing dimensions are `dims`, its initializers cloned with
+        seed offsets `n` (kernel) and `n + 4` (bias)."""
+        dims = dims if isinstance(dims, tuple) else (dims,)
+        dense = _Projection(
+            equation,
+            output_shape=output_shape,
+            bias_axes=bias_axes if self.use_bias else None,
+            kernel_initializer=_initializers.clone_initializer(
+                self.kernel_initializer,
+                n,
+                # Variance scaling (Glorot, He, ...) over the 3-D kernel as
+                # release 0.1 computed it (fans of a kernel `(A, B, C)`:
+                # A * B in, A * C out), not the EinsumDense default (the
+                # projection's input and output sizes): same initial
+                # weights, same trained models.
+                input_axes=[0, 1],
+                output_axes=[0, 2],
             ),
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
+            bias_initializer=_initializers.clone_initializer(
+                self.bias_initializer, n + 4
+            ),
+            kernel_regularizer=self.kernel_regularizer,
+            bias_regularizer=self.bias_regularizer,
+            kernel_constraint=self.kernel_constraint,
+            bias_constraint=self.bias_constraint,
+            name=name,
+            dtype=_quantization.sublayer_dtype(self, name),
+            trainable=self.trainable,
+        )
+        dense.build((None, None) + dims)
+        return dense
+
+    def _projections(self):
+        """`{target: EinsumDense}` for the four projections."""
+        return {
+            "query": self._query_dense,
+            "key": self._key_dense,
+            "value": self._value_dense,
+            "output": self._output_dense,
+        }
+
+    @property
+    def query_kernel(self):
+        """The query kernel `(input_dim, num_heads, key_dim)`."""
+        return self._query_dense.kernel
+
+    @property
+    def key_kernel(self):
+        """The key kernel `(context_dim, num_key_value_heads, key_dim)`."""
+        return self._key_dense.kernel
+
+    @property
+    def value_kernel(self):
+        """The value kernel `(context_dim, num_key_value_heads,
+        value_dim)`."""
+        return self._value_dense.kernel
+
+    @property
+    def output_kernel(self):
+        """The output kernel `(num_heads, value_dim, output_dim)`."""
+        return self._output_dense.kernel
+
+    @property
+    def query_bias(self):
+        """The query bias `(num_heads, key_dim)`, `None` without biases."""
+        return self._query_dense.bias
+
+    @property
+    def key_bias(self):
+        """The key bias `(num_key_value_heads, key_dim)`, or `None`."""
+        return self._key_dense.bias
+
+    @property
+    def value_bias(self):
+        """The value bias `(num_key_value_heads, value_dim)`, or `None`."""
+        return self._value_dense.bias
+
+    @property
+    def output_bias(self):
+        """The output bias `(output_dim,)`, or `None`."""
+        return self._output_dense.bias
+
+    def _quantized(self):
+        """Whether a projection is quantized (`model.quantize`): then each
+        runs through its `EinsumDense` (the quantized kernels), not the
+        fused float matmul."""
+        return any(
+            dense.quantization_mode is not None
+            for dense in self._projections().values()
         )
 
-    def _bias(self, name, shape):
-        offset = len(self.weights)
-        return self.add_weight(
-            name=name,
-            shape=shape,
-            initializer=_initializers.clone_initializer(
-                self.bias_initializer, offset
-            ),
-            regularizer=self.bias_regularizer,
-            constraint=self.bias_constraint,
-        )
+    def quantize(self, mode=None, type_check=True, config=None):
+        """Quantize the four projections (see `keras.Model.quantize`, which
+        reaches them in a model). The scores, softmax and value mixing stay
+        in the compute dtype."""
+        _quantization.quantize_sublayers(self, mode, type_check, config)
+
+    def load_own_variables(self, store):
+        legacy = self._legacy_variables()
+        if self.built and len(store.keys()) == len(legacy) != len(
+            self._trainable_variables + self._non_trainable_variables
+        ):
+            # A file from release 0.1, when the layer owned its kernels
+            # and biases: they come first, in this order.
+            for i, variable in enumerate(legacy):
+                variable.assign(store[str(i)])
+            for dense in self._projections().values():
+                dense._loaded_by_parent = True
+            return
+        super().load_own_variables(store)
+
+    def _legacy_variables(self):
+        """The layer's weights in the order release 0.1 saved them."""
+        if not self.built:
+            return []
+        projections = list(self._projections().values())
+        weights = [dense.kernel for dense in projections]
+        if self.use_bias:
+            weights += [dense.bias for dense in projections]
+        own = self._trainable_variables + self._non_trainable_variables
+        return weights + own
 
     def call(
         self,
@@ -690,6 +805,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     def _project_query(self, query_inputs):
         """`(B, T_q, D_q)` -> queries `(B, N, T_q, H)`."""
+        if self._quantized():
+            return self._project_through("query", query_inputs)
         return self._project(
             query_inputs,
             self._effective_kernel("query"),
@@ -702,6 +819,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
         Split from the query projection so a decoder can cache them.
         """
+        if self._quantized():
+            return (
+                self._project_through("key", context),
+                self._project_through("value", context),
+            )
         key = self._project(
             context,
             self._effective_kernel("key"),
@@ -714,6 +836,27 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         return key, value
 
+    def _project_through(self, target, x):
+        """`(B, T, D)` -> `(B, N, T, X)` through the `target` projection's
+        own (quantized) call, with its LoRA update."""
+        y = self._projections()[target](x)  # (B, T, N, X)
+        y = y + self._lora_delta(target, x)
+        return ops.transpose(y, (0, 2, 1, 3))
+
+    def _lora_delta(self, target, x):
+        """The LoRA update of the `target` projection applied to `x`
+        (`0.0` without adapters): `scale * (x A) B`, never forming `A B`,
+        so it works over a quantized kernel."""
+        if target not in self._lora:
+            return 0.0
+        lora_a, lora_b = self._lora[target]
+        scale = (self.lora_alpha or self.lora_rank) / self.lora_rank
+        # (B, T, D) . (D, r) or (B, T, N, V) . (N, V, r): (B, T, r).
+        inner = ops.tensordot(x, lora_a, axes=len(lora_a.shape) - 1)
+        # (B, T, r) . (r, N, H) or (r, O).
+        update = ops.tensordot(inner, lora_b, axes=1)
+        return update * ops.cast(scale, update.dtype)
+
     def _project_self(self, inputs):
         """`(B, T, D)` -> scaled queries, keys `(B, N, T, H)`, values
         `(B, N, T, V)`, with one fused matmul.
@@ -725,6 +868,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         heads, kd, vd = self.num_heads, self._key_dim, self._value_dim
         kv_heads = self.num_key_value_heads
         scale = 1.0 / math.sqrt(self._key_dim)
+        if self._quantized():
+            query = self._project_through("query", inputs)
+            key, value = self._project_key_value(inputs)
+            return query * ops.cast(scale, query.dtype), key, value
         dim = self.query_kernel.shape[0]
         # 1/sqrt(key_dim) folded into the query kernel and bias: the scores
         # come out scaled at no cost.
@@ -781,6 +928,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     def _project_output(self, context_heads):
         """`(B, N, T, V)` -> `(B, T, output_dim)`, with the output bias."""
+        if self._quantized():
+            # (B, N, T, V) -> (B, T, N, V) -> (B, T, O)
+            context = ops.transpose(context_heads, (0, 2, 1, 3))
+            return self._output_dense(context) + self._lora_delta(
+                "output", context
+            )
         heads, vd, out_dim = self.output_kernel.shape
         shape = ops.shape(context_heads)
         # (B, N, T, V) -> (B, T, N, V) -> (B * T, N * V): one 2-D matmul.
@@ -904,7 +1057,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "num_heads": self.num_heads,
             "key_dim": self.key_dim,
@@ -941,6 +1094,32 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             "lora_alpha": self.lora_alpha,
             "lora_targets": list(self.lora_targets),
         }
+        # Quantized projections record their policies (see _quantization).
+        return _quantization.config_with_quantized(self, config)
+
+
+class _Projection(keras.layers.EinsumDense):
+    """An attention projection: Keras' `EinsumDense`, whose weights its
+    layer may instead load from a release-0.1 file (where the layer owned
+    them; see `MultiHeadSelfAttention.load_own_variables`)."""
+
+    _loaded_by_parent = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Its inputs may carry the padding mask; the layer handles it.
+        self.supports_masking = True
+
+    def quantize(self, mode=None, type_check=True, config=None):
+        # Keras refuses subclasses (their `call` might not match the
+        # quantized one); this one changes only how weights load.
+        super().quantize(mode, type_check=False, config=config)
+
+    def load_own_variables(self, store):
+        if self._loaded_by_parent:
+            self._loaded_by_parent = False
+            return
+        super().load_own_variables(store)
 
 
 def call_result(outputs, scores, new_cache):

@@ -56,7 +56,7 @@ def _outputs_and_grads(layer, x, **call_kwargs):
         loss = tf.reduce_sum(tf.square(y)) + tf.reduce_sum(y)
     weights = layer.trainable_weights
     grads = tape.gradient(loss, [x, *weights])
-    names = ["outputs", "inputs"] + [w.path.split("/")[-1] for w in weights]
+    names = ["outputs", "inputs"] + [harness.weight_name(w) for w in weights]
     return {
         name: np.asarray(harness.to_numpy(t), dtype="float64")
         for name, t in zip(names, (y, *grads), strict=True)
@@ -189,7 +189,7 @@ def test_chunked_under_xla_with_gradients():
     expected = step(dense)(x, mask)
     actual = tf.function(step(chunked), jit_compile=True)(x, mask)
     names = ["outputs", "inputs"]
-    names += [w.path.split("/")[-1] for w in dense.trainable_weights]
+    names += [harness.weight_name(w) for w in dense.trainable_weights]
     _assert_same(
         {n: harness.to_numpy(t) for n, t in zip(names, actual, strict=True)},
         {n: harness.to_numpy(t) for n, t in zip(names, expected, strict=True)},
@@ -238,7 +238,7 @@ def test_chunked_eager_matches_traced(kwargs):
         return [y, *tape.gradient(loss, [x, *chunked.trainable_weights])]
 
     names = ["outputs", "inputs"]
-    names += [w.path.split("/")[-1] for w in chunked.trainable_weights]
+    names += [harness.weight_name(w) for w in chunked.trainable_weights]
 
     def named(tensors):
         return {
