@@ -94,6 +94,16 @@ class LayerSpec:
         return main, extras
 
 
+def weight_name(weight):
+    """A layer weight's short name: `query_kernel` for the attention
+    projections' `.../query/kernel`, else the last part of its path."""
+    parts = weight.path.split("/")
+    if parts[-1] in ("kernel", "bias") and len(parts) > 1:
+        if parts[-2] in ("query", "key", "value", "output"):
+            return f"{parts[-2]}_{parts[-1]}"
+    return parts[-1]
+
+
 def to_numpy(x):
     return ops.convert_to_numpy(x)
 

@@ -157,20 +157,18 @@ class CrossAttention(MultiHeadSelfAttention):
             query.shape,
             tuple(context_mask.shape),
         )
-        merged = _masking.attention_mask_from(
-            query_mask=query_mask,
-            key_mask=context_mask,
-            attention_mask=attention_mask,
-        )
         # Without a request for the scores, the dense fast path (grouped,
         # with a hand-written backward pass).
-        outputs, scores = self._attend_projected(
-            self._project_query(query),  # (B, N, T, H)
+        outputs, scores = self._attend(
+            self._scale_query(self._project_query(query)),  # (B, N, T, H)
             key,
             value,
-            merged,
             training,
-            need_probs=bool(return_attention_scores),
+            bool(return_attention_scores),
+            impl="dense",
+            query_valid=query_mask,
+            key_valid=context_mask,
+            attention_mask=attention_mask,
         )
         _masking.set_keras_mask(outputs, query_mask)
         if return_attention_scores:

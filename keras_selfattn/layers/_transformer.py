@@ -5,6 +5,7 @@ import keras
 
 from keras_selfattn.layers import _layer_norm
 from keras_selfattn.layers import _masking
+from keras_selfattn.layers import _quantization
 from keras_selfattn.layers import _validation
 from keras_selfattn.layers._initializers import clone_initializer
 from keras_selfattn.layers.multi_head_self_attention import check_built
@@ -97,18 +98,24 @@ class TransformerLayer(keras.layers.Layer):
         self.seed = seed
         self.supports_masking = True
 
-    def _sublayer_kwargs(self):
-        """`dtype` and `trainable` for a sub-layer created in `build`."""
+    def _sublayer_kwargs(self, name):
+        """`name`, `dtype` and `trainable` for a sub-layer created in
+        `build`."""
         # Keras' `trainable` setter reaches only the sub-layers that exist
         # when it runs; one created later starts trainable, variables and
         # all. Passing the flag on freezes what a block frozen before its
         # first call builds (and what a frozen `.keras` block rebuilds).
-        return {"dtype": self.dtype_policy, "trainable": self.trainable}
-
-    def _attention_kwargs(self, seed_offset):
-        """Arguments for an attention sub-layer."""
         return {
-            **self._sublayer_kwargs(),
+            "name": name,
+            # A quantized sub-layer's policy, from a reloaded config.
+            "dtype": _quantization.sublayer_dtype(self, name),
+            "trainable": self.trainable,
+        }
+
+    def _attention_kwargs(self, name, seed_offset):
+        """Arguments for the attention sub-layer `name`."""
+        return {
+            **self._sublayer_kwargs(name),
             "num_heads": self.num_heads,
             "num_key_value_heads": self.num_key_value_heads,
             "lora_rank": self.lora_rank,
@@ -134,23 +141,20 @@ class TransformerLayer(keras.layers.Layer):
         if self.normalization == "rms":
             norm = _layer_norm.RMSNormalization(
                 epsilon=self.layer_norm_epsilon,
-                name=f"{prefix}_rms_norm",
-                **self._sublayer_kwargs(),
+                **self._sublayer_kwargs(f"{prefix}_rms_norm"),
             )
         else:
             # With `use_bias=False`, no offset (`beta`) either.
             norm = _layer_norm.LayerNormalization(
                 epsilon=self.layer_norm_epsilon,
                 center=self.use_bias,
-                name=f"{prefix}_layer_norm",
-                **self._sublayer_kwargs(),
+                **self._sublayer_kwargs(f"{prefix}_layer_norm"),
             )
         norm.build(input_shape)
         dropout = keras.layers.Dropout(
             self.dropout,
             seed=_offset_seed(self.seed, seed_offset),
-            name=f"{prefix}_dropout",
-            **self._sublayer_kwargs(),
+            **self._sublayer_kwargs(f"{prefix}_dropout"),
         )
         dropout.build(input_shape)
         return norm, dropout
@@ -165,8 +169,7 @@ class TransformerLayer(keras.layers.Layer):
             # Offsets past any attention sub-layer's (it uses 0..8).
             kernel_initializer=clone_initializer(self.kernel_initializer, 100),
             bias_initializer=clone_initializer(self.bias_initializer, 101),
-            name="feedforward_intermediate_dense",
-            **self._sublayer_kwargs(),
+            **self._sublayer_kwargs("feedforward_intermediate_dense"),
         )
         self._feedforward_intermediate.build(input_shape)
         self._feedforward_output = keras.layers.Dense(
@@ -174,8 +177,7 @@ class TransformerLayer(keras.layers.Layer):
             use_bias=self.use_bias,
             kernel_initializer=clone_initializer(self.kernel_initializer, 102),
             bias_initializer=clone_initializer(self.bias_initializer, 103),
-            name="feedforward_output_dense",
-            **self._sublayer_kwargs(),
+            **self._sublayer_kwargs("feedforward_output_dense"),
         )
         self._feedforward_output.build(tuple(input_shape[:-1]) + (self.ff_dim,))
         self._feedforward_norm, self._feedforward_dropout = (
@@ -295,8 +297,14 @@ class TransformerLayer(keras.layers.Layer):
     def compute_mask(self, inputs, mask=None):
         return _masking.resolve_mask(inputs, mask)
 
+    def quantize(self, mode=None, type_check=True, config=None):
+        """Quantize every projection of the block: attention and
+        feed-forward (see `keras.Model.quantize`, which reaches them in a
+        model). Norms and the residual path stay in the compute dtype."""
+        _quantization.quantize_sublayers(self, mode, type_check, config)
+
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "num_heads": self.num_heads,
             "num_key_value_heads": self.num_key_value_heads,
@@ -320,3 +328,5 @@ class TransformerLayer(keras.layers.Layer):
             ),
             "seed": self.seed,
         }
+        # Quantized sub-layers record their policies (see _quantization).
+        return _quantization.config_with_quantized(self, config)

@@ -5,18 +5,19 @@ import math
 import keras
 from keras import ops
 
-from keras_selfattn.layers import _chunked_attention
 from keras_selfattn.layers import _initializers
+from keras_selfattn.layers import _kernels
 from keras_selfattn.layers import _masking
+from keras_selfattn.layers import _quantization
 from keras_selfattn.layers import _validation
 
 _SCORES = _validation.ATTENTION_SCORES
-_IMPLS = ("auto", "dense", "chunked")
+_IMPLS = _kernels.IMPLS
 # `attention_impl="auto"` switches to the chunked path from this length on:
 # the dense path keeps `(B, N, T, T)` float32 tensors for the backward pass
 # (4.8 GB peak at batch 1, 8 heads and 8,192 tokens; the chunked path needs
 # 1.6 GB and is still faster there than `keras.layers.MultiHeadAttention`).
-CHUNKED_MIN_LENGTH = 4096
+CHUNKED_MIN_LENGTH = _kernels.CHUNKED_MIN_LENGTH
 # The tensors of `MultiHeadSelfAttention.init_cache`.
 _CACHE_KEYS = {"key", "value", "key_mask"}
 
@@ -307,23 +308,38 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self._output_dim = self.output_dim or query_dim
         heads, kd, vd = self.num_heads, self._key_dim, self._value_dim
         kv_heads = self.num_key_value_heads
-        self.query_kernel = self._kernel("query_kernel", (query_dim, heads, kd))
-        self.key_kernel = self._kernel(
-            "key_kernel", (context_dim, kv_heads, kd)
+        # Keras' EinsumDense for each projection, so `model.quantize` and
+        # dtype policies reach them. Initializer offsets as when the layer
+        # owned the kernels (0-3) and biases (4-7): same seeds, same values.
+        self._query_dense = self._projection(
+            "query", "btd,dnh->btnh", (None, heads, kd), "nh", query_dim, 0
         )
-        self.value_kernel = self._kernel(
-            "value_kernel", (context_dim, kv_heads, vd)
+        self._key_dense = self._projection(
+            "key", "btd,dnh->btnh", (None, kv_heads, kd), "nh", context_dim, 1
         )
-        self.output_kernel = self._kernel(
-            "output_kernel", (heads, vd, self._output_dim)
+        self._value_dense = self._projection(
+            "value", "btd,dnh->btnh", (None, kv_heads, vd), "nh", context_dim, 2
         )
-        if self.use_bias:
-            self.query_bias = self._bias("query_bias", (heads, kd))
-            self.key_bias = self._bias("key_bias", (kv_heads, kd))
-            self.value_bias = self._bias("value_bias", (kv_heads, vd))
-            self.output_bias = self._bias("output_bias", (self._output_dim,))
+        self._output_dense = self._projection(
+            "output",
+            "btnv,nvo->bto",
+            (None, self._output_dim),
+            "o",
+            (heads, vd),
+            3,
+        )
+        # The score vector's seed offset as before the projections moved.
+        self._weight_offset = 8 if self.use_bias else 4
         if self.score == "additive":
-            self.score_vector = self._kernel("score_vector", (heads, kd))
+            self.score_vector = self.add_weight(
+                name="score_vector",
+                shape=(heads, kd),
+                initializer=_initializers.clone_initializer(
+                    self.kernel_initializer, self._weight_offset
+                ),
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+            )
         self._dropout_layer.build(None)
         if self.lora_rank is not None:
             # Rebuilding a layer saved with adapters (from its config).
@@ -399,30 +415,129 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         update = ops.tensordot(lora_a, lora_b, axes=1)
         return kernel + ops.cast(scale, kernel.dtype) * update
 
-    def _kernel(self, name, shape):
-        # A distinct seed offset per weight (see `clone_initializer`).
-        offset = len(self.weights)
-        return self.add_weight(
-            name=name,
-            shape=shape,
-            initializer=_initializers.clone_initializer(
-                self.kernel_initializer, offset
+    def _projection(self, name, equation, output_shape, bias_axes, dims, n):
+        """One projection: an `EinsumDense` named `name`, built for inputs
+        whose trailing dimensions are `dims`, its initializers cloned with
+        seed offsets `n` (kernel) and `n + 4` (bias)."""
+        dims = dims if isinstance(dims, tuple) else (dims,)
+        dense = _Projection(
+            equation,
+            output_shape=output_shape,
+            bias_axes=bias_axes if self.use_bias else None,
+            kernel_initializer=_initializers.clone_initializer(
+                self.kernel_initializer,
+                n,
+                # Variance scaling (Glorot, He, ...) over the 3-D kernel as
+                # release 0.1 computed it (fans of a kernel `(A, B, C)`:
+                # A * B in, A * C out), not the EinsumDense default (the
+                # projection's input and output sizes): same initial
+                # weights, same trained models.
+                input_axes=[0, 1],
+                output_axes=[0, 2],
             ),
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
+            bias_initializer=_initializers.clone_initializer(
+                self.bias_initializer, n + 4
+            ),
+            kernel_regularizer=self.kernel_regularizer,
+            bias_regularizer=self.bias_regularizer,
+            kernel_constraint=self.kernel_constraint,
+            bias_constraint=self.bias_constraint,
+            name=name,
+            dtype=_quantization.sublayer_dtype(self, name),
+            trainable=self.trainable,
+        )
+        dense.build((None, None) + dims)
+        return dense
+
+    def _projections(self):
+        """`{target: EinsumDense}` for the four projections."""
+        return {
+            "query": self._query_dense,
+            "key": self._key_dense,
+            "value": self._value_dense,
+            "output": self._output_dense,
+        }
+
+    @property
+    def query_kernel(self):
+        """The query kernel `(input_dim, num_heads, key_dim)`."""
+        return self._query_dense.kernel
+
+    @property
+    def key_kernel(self):
+        """The key kernel `(context_dim, num_key_value_heads, key_dim)`."""
+        return self._key_dense.kernel
+
+    @property
+    def value_kernel(self):
+        """The value kernel `(context_dim, num_key_value_heads,
+        value_dim)`."""
+        return self._value_dense.kernel
+
+    @property
+    def output_kernel(self):
+        """The output kernel `(num_heads, value_dim, output_dim)`."""
+        return self._output_dense.kernel
+
+    @property
+    def query_bias(self):
+        """The query bias `(num_heads, key_dim)`, `None` without biases."""
+        return self._query_dense.bias
+
+    @property
+    def key_bias(self):
+        """The key bias `(num_key_value_heads, key_dim)`, or `None`."""
+        return self._key_dense.bias
+
+    @property
+    def value_bias(self):
+        """The value bias `(num_key_value_heads, value_dim)`, or `None`."""
+        return self._value_dense.bias
+
+    @property
+    def output_bias(self):
+        """The output bias `(output_dim,)`, or `None`."""
+        return self._output_dense.bias
+
+    def _quantized(self):
+        """Whether a projection is quantized (`model.quantize`): then each
+        runs through its `EinsumDense` (the quantized kernels), not the
+        fused float matmul."""
+        return any(
+            dense.quantization_mode is not None
+            for dense in self._projections().values()
         )
 
-    def _bias(self, name, shape):
-        offset = len(self.weights)
-        return self.add_weight(
-            name=name,
-            shape=shape,
-            initializer=_initializers.clone_initializer(
-                self.bias_initializer, offset
-            ),
-            regularizer=self.bias_regularizer,
-            constraint=self.bias_constraint,
-        )
+    def quantize(self, mode=None, type_check=True, config=None):
+        """Quantize the four projections (see `keras.Model.quantize`, which
+        reaches them in a model). The scores, softmax and value mixing stay
+        in the compute dtype."""
+        _quantization.quantize_sublayers(self, mode, type_check, config)
+
+    def load_own_variables(self, store):
+        legacy = self._legacy_variables()
+        if self.built and len(store.keys()) == len(legacy) != len(
+            self._trainable_variables + self._non_trainable_variables
+        ):
+            # A file from release 0.1, when the layer owned its kernels
+            # and biases: they come first, in this order.
+            for i, variable in enumerate(legacy):
+                variable.assign(store[str(i)])
+            for dense in self._projections().values():
+                dense._loaded_by_parent = True
+            return
+        super().load_own_variables(store)
+
+    def _legacy_variables(self):
+        """The layer's weights in the order release 0.1 saved them."""
+        if not self.built:
+            return []
+        projections = list(self._projections().values())
+        weights = [dense.kernel for dense in projections]
+        if self.use_bias:
+            weights += [dense.bias for dense in projections]
+        own = self._trainable_variables + self._non_trainable_variables
+        return weights + own
 
     def call(
         self,
@@ -450,37 +565,21 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_mask = _masking.check_attention_mask(
             "attention_mask", attention_mask, inputs.shape, inputs.shape
         )
-        impl = self._choose_impl(training, return_attention_scores)
-        if impl == "dense":
-            outputs, scores = self._self_attend_dense(
-                inputs,
-                padding,
-                attention_mask,
-                training,
-                need_probs=return_attention_scores,
-            )
-        else:
-            scores = None
-            seq_len = inputs.shape[1]
-            if impl == "chunked" or seq_len is not None:
-                use_chunked = impl == "chunked" or seq_len >= CHUNKED_MIN_LENGTH
-                attend = (
-                    self._self_attend_chunked
-                    if use_chunked
-                    else self._self_attend_dense_outputs
-                )
-                outputs = attend(inputs, padding, attention_mask, training)
-            else:
-                # Unknown static length: pick the path at run time.
-                outputs = ops.cond(
-                    ops.shape(inputs)[1] >= CHUNKED_MIN_LENGTH,
-                    lambda: self._self_attend_chunked(
-                        inputs, padding, attention_mask, training
-                    ),
-                    lambda: self._self_attend_dense_outputs(
-                        inputs, padding, attention_mask, training
-                    ),
-                )
+        # Scores are asked for: the whole (B, N, T, T) weights, densely.
+        impl = "dense" if return_attention_scores else self.attention_impl
+        query, key, value = self._queries_keys_values(inputs)
+        outputs, scores = self._attend(
+            query,
+            key,
+            value,
+            training,
+            return_attention_scores,
+            impl=impl,
+            query_valid=padding,
+            key_valid=padding,
+            attention_mask=attention_mask,
+            causal=self.causal,
+        )
         _masking.set_keras_mask(outputs, padding)
         if return_attention_scores:
             return outputs, scores
@@ -554,7 +653,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             inputs.shape,
             (inputs.shape[0], capacity),
         )
-        query = self._project_query(inputs)  # (B, N, T, H)
+        query = self._scale_query(self._project_query(inputs))  # (B,N,T,H)
         key, value = self._project_key_value(inputs)  # (B, N, T, H|V)
         start = (0, 0, index, 0)
         key_cache = ops.slice_update(
@@ -571,26 +670,18 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )  # (B, L)
         # Query t sits at position index + t: causal (and window) limits in
         # absolute positions, as the full call applies them.
-        band = _masking.band_mask(
-            ops.shape(inputs)[1],
-            capacity,
-            causal=True,
-            window=self.window,
-            query_offset=index,
-        )  # (T, L)
-        merged = _masking.attention_mask_from(
-            query_mask=padding,
-            key_mask=key_mask,
-            attention_mask=attention_mask,
-            band=band,
-        )  # (B, T, L)
-        outputs, scores = self._attend_projected(
+        outputs, scores = self._attend(
             query,
             key_cache,
             value_cache,
-            merged,
             training,
-            need_probs=return_attention_scores,
+            return_attention_scores,
+            impl="dense",
+            query_valid=padding,
+            key_valid=key_mask,
+            attention_mask=attention_mask,
+            causal=True,
+            query_offset=index,
         )
         _masking.set_keras_mask(outputs, padding)
         new_cache = {"key": key_cache, "value": value_cache}
@@ -598,68 +689,48 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         scores = (scores,) if return_attention_scores else ()
         return call_result(outputs, scores, new_cache)
 
-    def _choose_impl(self, training, return_attention_scores):
-        """`"dense"`, `"chunked"` or `"auto"` (decide by length)."""
-        if return_attention_scores:
-            # The caller asked for the whole (B, N, T, T) weights anyway.
-            return "dense"
-        if self.attention_impl != "auto":
-            return self.attention_impl
-        dropping = bool(training) and self.dropout > 0
-        if dropping or self.score != "dot_product":
-            return "dense"
-        return "auto"
+    def _queries_keys_values(self, inputs):
+        """`(B, T, D)` -> queries `(B, N, T, H)` (scaled for dot-product
+        scores), keys `(B, K, T, H)` and values `(B, K, T, V)`."""
+        if self.score == "dot_product":
+            return self._project_self(inputs)
+        return (self._project_query(inputs), *self._project_key_value(inputs))
 
-    def _self_attend_dense(
-        self, inputs, padding, attention_mask, training, need_probs=True
-    ):
-        """The dense path: `(outputs, probs (B, N, T, T))`."""
-        seq_len = ops.shape(inputs)[1]
-        band = _masking.band_mask(seq_len, seq_len, self.causal, self.window)
-        merged = _masking.attention_mask_from(
-            query_mask=padding,
-            key_mask=padding,
-            attention_mask=attention_mask,
-            band=band,
-        )
+    def _scale_query(self, query):
+        """Dot-product queries times `1 / sqrt(key_dim)` (the smaller
+        tensor, not the `T_q x T_k` scores); additive ones unchanged."""
         if self.score != "dot_product":
-            return self._attend(inputs, inputs, merged, training)
-        query, key, value = self._project_self(inputs)
-        return self._attend_scaled(
-            query, key, value, merged, training, need_probs
-        )
+            return query
+        return query * ops.cast(1.0 / math.sqrt(self._key_dim), query.dtype)
 
-    def _self_attend_dense_outputs(
-        self, inputs, padding, attention_mask, training
-    ):
-        return self._self_attend_dense(
-            inputs, padding, attention_mask, training, need_probs=False
-        )[0]
+    def _attend(self, query, key, value, training, need_probs, **masks):
+        """Projected heads -> `(outputs (B, T_q, output_dim), scores
+        (B, N, T_q, T_k) or None)`, through the kernel seam
+        (`_kernels.attend`, which takes the mask parts as `**masks`)."""
+        dropout = None
+        if training and self.dropout > 0:
 
-    def _self_attend_chunked(self, inputs, padding, attention_mask, training):
-        """The chunked path (dot-product scores, no dropout): outputs only."""
-        query, key, value = self._project_self(inputs)  # (B, N|K, T, H|V)
-        key, value = self._repeat_key_value(key, value)  # (B, N, T, H|V)
-        block = self.chunk_size or _chunked_attention.block_size(
-            self.num_heads, inputs.shape[0], inputs.shape[1], self.window
-        )
-        if inputs.shape[1] is not None:
-            # Never pad a short sequence up to one oversized block.
-            block = min(block, inputs.shape[1])
-        context, has_key = _chunked_attention.chunked_attention(
+            def dropout(probs):
+                return self._dropout_layer(probs, training=True)
+
+        context, probs, has_key = _kernels.attend(
             query,
             key,
             value,
-            query_valid=padding,
-            key_valid=padding,
-            attention_mask=attention_mask,
-            causal=self.causal,
             window=self.window,
-            block=block,
-        )  # (B, N, T, V), (B, N, T, 1)
-        outputs = self._project_output(context)
-        # A query with no valid key outputs zeros (not the output bias).
-        return ops.where(has_key[:, 0], outputs, ops.zeros_like(outputs))
+            block=self.chunk_size,
+            need_probs=need_probs,
+            dropout=dropout,
+            score_vector=getattr(self, "score_vector", None),
+            **masks,
+        )  # (B, N, T_q, V)
+        outputs = self._project_output(context)  # (B, T_q, O)
+        if has_key is not None:
+            # A query with no valid key outputs zeros (not the output bias).
+            outputs = ops.where(has_key[:, 0], outputs, ops.zeros_like(outputs))
+        if probs is not None:
+            probs = ops.cast(probs, self.compute_dtype)
+        return outputs, probs
 
     def _project(self, x, kernel, bias):
         # (B, T, D) x (D, N, H) -> (B, N, T, H): heads first, so the score and
@@ -669,27 +740,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             y = y + bias[None, :, None, :]
         return y
 
-    def _attend(self, query_inputs, context, mask, training, need_probs=True):
-        """Attention of `query_inputs` over `context` under a bool `mask`.
-
-        Args:
-            query_inputs: `(B, T_q, D_q)`.
-            context: `(B, T_k, D_k)`.
-            mask: bool broadcastable to `(B, T_q, T_k)`, or `None`.
-            need_probs: bool; `False` allows the faster dense path (the
-                returned probabilities may then be `None`).
-
-        Returns:
-            `(outputs (B, T_q, output_dim), probs (B, N, T_q, T_k))`.
-        """
-        query = self._project_query(query_inputs)  # (B, N, T_q, H)
-        key, value = self._project_key_value(context)  # (B, N, T_k, H|V)
-        return self._attend_projected(
-            query, key, value, mask, training, need_probs
-        )
-
     def _project_query(self, query_inputs):
         """`(B, T_q, D_q)` -> queries `(B, N, T_q, H)`."""
+        if self._quantized():
+            return self._project_through("query", query_inputs)
         return self._project(
             query_inputs,
             self._effective_kernel("query"),
@@ -702,6 +756,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
         Split from the query projection so a decoder can cache them.
         """
+        if self._quantized():
+            return (
+                self._project_through("key", context),
+                self._project_through("value", context),
+            )
         key = self._project(
             context,
             self._effective_kernel("key"),
@@ -714,6 +773,27 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         return key, value
 
+    def _project_through(self, target, x):
+        """`(B, T, D)` -> `(B, N, T, X)` through the `target` projection's
+        own (quantized) call, with its LoRA update."""
+        y = self._projections()[target](x)  # (B, T, N, X)
+        y = y + self._lora_delta(target, x)
+        return ops.transpose(y, (0, 2, 1, 3))
+
+    def _lora_delta(self, target, x):
+        """The LoRA update of the `target` projection applied to `x`
+        (`0.0` without adapters): `scale * (x A) B`, never forming `A B`,
+        so it works over a quantized kernel."""
+        if target not in self._lora:
+            return 0.0
+        lora_a, lora_b = self._lora[target]
+        scale = (self.lora_alpha or self.lora_rank) / self.lora_rank
+        # (B, T, D) . (D, r) or (B, T, N, V) . (N, V, r): (B, T, r).
+        inner = ops.tensordot(x, lora_a, axes=len(lora_a.shape) - 1)
+        # (B, T, r) . (r, N, H) or (r, O).
+        update = ops.tensordot(inner, lora_b, axes=1)
+        return update * ops.cast(scale, update.dtype)
+
     def _project_self(self, inputs):
         """`(B, T, D)` -> scaled queries, keys `(B, N, T, H)`, values
         `(B, N, T, V)`, with one fused matmul.
@@ -725,6 +805,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         heads, kd, vd = self.num_heads, self._key_dim, self._value_dim
         kv_heads = self.num_key_value_heads
         scale = 1.0 / math.sqrt(self._key_dim)
+        if self._quantized():
+            query = self._project_through("query", inputs)
+            key, value = self._project_key_value(inputs)
+            return query * ops.cast(scale, query.dtype), key, value
         dim = self.query_kernel.shape[0]
         # 1/sqrt(key_dim) folded into the query kernel and bias: the scores
         # come out scaled at no cost.
@@ -781,6 +865,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     def _project_output(self, context_heads):
         """`(B, N, T, V)` -> `(B, T, output_dim)`, with the output bias."""
+        if self._quantized():
+            # (B, N, T, V) -> (B, T, N, V) -> (B, T, O)
+            context = ops.transpose(context_heads, (0, 2, 1, 3))
+            return self._output_dense(context) + self._lora_delta(
+                "output", context
+            )
         heads, vd, out_dim = self.output_kernel.shape
         shape = ops.shape(context_heads)
         # (B, N, T, V) -> (B, T, N, V) -> (B * T, N * V): one 2-D matmul.
@@ -796,88 +886,6 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if self.use_bias:
             outputs = outputs + self.output_bias
         return ops.reshape(outputs, (shape[0], shape[2], out_dim))
-
-    def _attend_projected(
-        self, query, key, value, mask, training, need_probs=True
-    ):
-        """Scores, masked softmax, value mixing and output projection.
-
-        Args:
-            query: `(B, N, T_q, H)`, unscaled.
-            key: `(B, N, T_k, H)`.
-            value: `(B, N, T_k, V)`.
-            mask: bool broadcastable to `(B, T_q, T_k)`, or `None`.
-            need_probs: bool, as in `_attend`.
-
-        Returns:
-            `(outputs (B, T_q, output_dim), probs (B, N, T_q, T_k))`.
-        """
-        if self.score == "dot_product":
-            # Scale the queries, not the (larger) T_q x T_k score matrix.
-            query = query * ops.cast(
-                1.0 / math.sqrt(self._key_dim), query.dtype
-            )
-        return self._attend_scaled(
-            query, key, value, mask, training, need_probs
-        )
-
-    def _attend_scaled(
-        self, query, key, value, mask, training, need_probs=True
-    ):
-        """`_attend_projected` for dot-product queries already multiplied
-        by `1 / sqrt(key_dim)` (additive-score queries are never scaled).
-
-        With `need_probs=False` the returned probabilities are `None`, which
-        allows the faster dense path
-        (`_chunked_attention.grouped_dense_attention`). `key` and `value`
-        may have `num_key_value_heads` heads.
-        """
-        key, value = self._repeat_key_value(key, value)  # (B, N, T_k, H|V)
-        if (
-            self.score == "dot_product"
-            and not need_probs
-            and not (training and self.dropout > 0)
-        ):
-            # The fast dense path: a hand-written backward pass.
-            head_mask = None if mask is None else mask[:, None, :, :]
-            context_heads = _chunked_attention.grouped_dense_attention(
-                query, key, value, head_mask
-            )  # (B, N, T_q, V)
-            return self._finish(context_heads, mask), None
-        if self.score == "dot_product":
-            scores = ops.einsum("bnqh,bnkh->bnqk", query, key)  # (B,N,Tq,Tk)
-        else:
-            # v^T tanh(q_i + k_j): (B, N, T_q, 1, H) + (B, N, 1, T_k, H).
-            hidden = ops.tanh(query[:, :, :, None, :] + key[:, :, None, :, :])
-            scores = ops.einsum("bnqkh,nh->bnqk", hidden, self.score_vector)
-        head_mask = None if mask is None else mask[:, None, :, :]
-        # float32 softmax with select-and-zero (see _masking).
-        probs = _masking.fused_masked_softmax(scores, head_mask)
-        probs = ops.cast(probs, self.compute_dtype)
-        dropped = self._dropout_layer(probs, training=training)
-        context_heads = ops.einsum("bnqk,bnkv->bnqv", dropped, value)
-        return self._finish(context_heads, mask), probs
-
-    def _repeat_key_value(self, key, value):
-        """Key/value heads `(B, K, T, X)` to one per query head
-        `(B, N, T, X)`: query head `h` uses key/value head `h // (N / K)`,
-        as `keras.layers.GroupedQueryAttention` does."""
-        groups = self.num_heads // self.num_key_value_heads
-        if groups == 1:
-            return key, value
-        return (
-            ops.repeat(key, groups, axis=1),
-            ops.repeat(value, groups, axis=1),
-        )
-
-    def _finish(self, context_heads, mask):
-        """Output projection; zeros for queries with no valid key."""
-        outputs = self._project_output(context_heads)  # (B, T_q, O)
-        if mask is not None:
-            # A query with no valid key outputs zeros (not the output bias).
-            has_key = ops.any(mask, axis=-1, keepdims=True)  # (B|1, T_q, 1)
-            outputs = ops.where(has_key, outputs, ops.zeros_like(outputs))
-        return outputs
 
     def compute_mask(self, inputs, mask=None):
         return _masking.resolve_mask(inputs, mask)
@@ -904,7 +912,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "num_heads": self.num_heads,
             "key_dim": self.key_dim,
@@ -941,6 +949,32 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             "lora_alpha": self.lora_alpha,
             "lora_targets": list(self.lora_targets),
         }
+        # Quantized projections record their policies (see _quantization).
+        return _quantization.config_with_quantized(self, config)
+
+
+class _Projection(keras.layers.EinsumDense):
+    """An attention projection: Keras' `EinsumDense`, whose weights its
+    layer may instead load from a release-0.1 file (where the layer owned
+    them; see `MultiHeadSelfAttention.load_own_variables`)."""
+
+    _loaded_by_parent = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Its inputs may carry the padding mask; the layer handles it.
+        self.supports_masking = True
+
+    def quantize(self, mode=None, type_check=True, config=None):
+        # Keras refuses subclasses (their `call` might not match the
+        # quantized one); this one changes only how weights load.
+        super().quantize(mode, type_check=False, config=config)
+
+    def load_own_variables(self, store):
+        if self._loaded_by_parent:
+            self._loaded_by_parent = False
+            return
+        super().load_own_variables(store)
 
 
 def call_result(outputs, scores, new_cache):

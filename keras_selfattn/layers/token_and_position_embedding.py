@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_selfattn.layers import _masking
+from keras_selfattn.layers import _quantization
 from keras_selfattn.layers import _validation
 from keras_selfattn.layers._initializers import clone_initializer
 from keras_selfattn.layers.positional_encoding import PositionalEncoding
@@ -145,7 +146,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 self.embeddings_initializer, 0
             ),
             mask_zero=mask_zero,
-            dtype=self.dtype_policy,
+            # A quantized embedding's policy, from a reloaded config.
+            dtype=_quantization.sublayer_dtype(self, "token_embedding"),
             name="token_embedding",
         )
         self.position_embedding = PositionalEncoding(
@@ -200,8 +202,13 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.embed_dim,)
 
+    def quantize(self, mode=None, type_check=True, config=None):
+        """Quantize the token embedding table (see `keras.Model.quantize`,
+        which reaches it in a model); the position table stays float."""
+        _quantization.quantize_sublayers(self, mode, type_check, config)
+
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "vocab_size": self.vocab_size,
             "max_length": self.max_length,
@@ -213,3 +220,5 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 self.embeddings_initializer
             ),
         }
+        # A quantized token embedding records its policy (_quantization).
+        return _quantization.config_with_quantized(self, config)

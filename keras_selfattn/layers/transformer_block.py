@@ -225,8 +225,7 @@ class TransformerBlock(_transformer.TransformerLayer):
             window=self.window,
             score=self.score,
             attention_impl=self.attention_impl,
-            name="self_attention",
-            **self._attention_kwargs(seed_offset=0),
+            **self._attention_kwargs("self_attention", seed_offset=0),
         )
         self._self_attention.build(input_shape)
         self._self_attention_norm, self._self_attention_dropout = (

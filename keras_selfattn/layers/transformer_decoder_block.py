@@ -228,16 +228,14 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         )
         self._self_attention = MultiHeadSelfAttention(
             causal=True,
-            name="self_attention",
-            **self._attention_kwargs(seed_offset=0),
+            **self._attention_kwargs("self_attention", seed_offset=0),
         )
         self._self_attention.build(inputs_shape)
         self._self_attention_norm, self._self_attention_dropout = (
             self._norm_and_dropout("self_attention", inputs_shape, 2)
         )
         self._cross_attention = CrossAttention(
-            name="cross_attention",
-            **self._attention_kwargs(seed_offset=1),
+            **self._attention_kwargs("cross_attention", seed_offset=1),
         )
         self._cross_attention.build(inputs_shape, encoder_outputs_shape)
         self._cross_attention_norm, self._cross_attention_dropout = (

@@ -11,9 +11,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from keras_selfattn import MultiHeadSelfAttention
-from keras_selfattn.layers import _chunked_attention
+from keras_selfattn.layers import _kernels
 from keras_selfattn.layers import _masking
-from keras_selfattn.layers import multi_head_self_attention as mhsa_module
 from tests import harness
 
 # Every axis a different size: batch 2, length 7, width 12, 3 heads.
@@ -56,7 +55,7 @@ def _outputs_and_grads(layer, x, **call_kwargs):
         loss = tf.reduce_sum(tf.square(y)) + tf.reduce_sum(y)
     weights = layer.trainable_weights
     grads = tape.gradient(loss, [x, *weights])
-    names = ["outputs", "inputs"] + [w.path.split("/")[-1] for w in weights]
+    names = ["outputs", "inputs"] + [harness.weight_name(w) for w in weights]
     return {
         name: np.asarray(harness.to_numpy(t), dtype="float64")
         for name, t in zip(names, (y, *grads), strict=True)
@@ -189,7 +188,7 @@ def test_chunked_under_xla_with_gradients():
     expected = step(dense)(x, mask)
     actual = tf.function(step(chunked), jit_compile=True)(x, mask)
     names = ["outputs", "inputs"]
-    names += [w.path.split("/")[-1] for w in dense.trainable_weights]
+    names += [harness.weight_name(w) for w in dense.trainable_weights]
     _assert_same(
         {n: harness.to_numpy(t) for n, t in zip(names, actual, strict=True)},
         {n: harness.to_numpy(t) for n, t in zip(names, expected, strict=True)},
@@ -238,7 +237,7 @@ def test_chunked_eager_matches_traced(kwargs):
         return [y, *tape.gradient(loss, [x, *chunked.trainable_weights])]
 
     names = ["outputs", "inputs"]
-    names += [w.path.split("/")[-1] for w in chunked.trainable_weights]
+    names += [harness.weight_name(w) for w in chunked.trainable_weights]
 
     def named(tensors):
         return {
@@ -297,19 +296,19 @@ def test_eager_tape_does_not_record_the_custom_forward_pass(
 
 def _count_chunked_calls(monkeypatch):
     calls = []
-    original = _chunked_attention.chunked_attention
+    original = _kernels.chunked_attention
 
     def spy(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_chunked_attention, "chunked_attention", spy)
+    monkeypatch.setattr(_kernels, "chunked_attention", spy)
     return calls
 
 
 def test_auto_switches_to_chunked_at_the_threshold(monkeypatch):
     calls = _count_chunked_calls(monkeypatch)
-    monkeypatch.setattr(mhsa_module, "CHUNKED_MIN_LENGTH", LENGTH)
+    monkeypatch.setattr(_kernels, "CHUNKED_MIN_LENGTH", LENGTH)
     layer = MultiHeadSelfAttention(HEADS)
     x = _inputs()
     layer(x[:, : LENGTH - 1])
@@ -328,7 +327,7 @@ def test_auto_switches_to_chunked_at_the_threshold(monkeypatch):
 
 
 def test_auto_decides_at_run_time_for_unknown_length(monkeypatch):
-    monkeypatch.setattr(mhsa_module, "CHUNKED_MIN_LENGTH", 6)
+    monkeypatch.setattr(_kernels, "CHUNKED_MIN_LENGTH", 6)
     layer = MultiHeadSelfAttention(HEADS)
     dense = MultiHeadSelfAttention(HEADS, attention_impl="dense")
     x = _inputs()
@@ -408,12 +407,12 @@ def test_config_round_trip_keeps_impl():
 
 
 def test_block_size_is_a_bounded_power_of_two():
-    assert _chunked_attention.block_size(8, 1, 8192) == 256
-    assert _chunked_attention.block_size(8, 1, 2**20) == 16
-    assert _chunked_attention.block_size(8, None, None) == 64
-    assert _chunked_attention.block_size(8, 1, 8192, window=100) == 64
+    assert _kernels.block_size(8, 1, 8192) == 256
+    assert _kernels.block_size(8, 1, 2**20) == 16
+    assert _kernels.block_size(8, None, None) == 64
+    assert _kernels.block_size(8, 1, 8192, window=100) == 64
     for args in [(3, 5, 999), (1, 1, 7), (16, 64, 100000)]:
-        size = _chunked_attention.block_size(*args)
+        size = _kernels.block_size(*args)
         assert size & (size - 1) == 0
         assert 16 <= size <= 512
 

@@ -51,7 +51,7 @@ def test_no_bias_anywhere(cls):
     x, source = _data()
     block = cls(HEADS, FF, use_bias=False)
     _call(block, x, source)
-    names = [w.path.split("/")[-1] for w in block.weights]
+    names = [harness.weight_name(w) for w in block.weights]
     assert not [n for n in names if "bias" in n or n == "beta"], names
     with_bias = cls(HEADS, FF)
     _call(with_bias, x, source)

@@ -1,4 +1,4 @@
-"""Tests for `_chunked_attention.grouped_dense_attention`, the dense fast
+"""Tests for `_kernels.grouped_dense_attention`, the dense fast
 path run as independent groups of batch elements, heads and query rows:
 the split it picks, and that it equals the ungrouped maths (outputs and
 gradients) for every split, mask shape and call mode."""
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from keras_selfattn import MultiHeadSelfAttention
 from keras_selfattn import TransformerDecoderBlock
-from keras_selfattn.layers import _chunked_attention
+from keras_selfattn.layers import _kernels
 from tests import harness
 from tests.layers.test_attention_impl import _assert_same
 from tests.layers.test_attention_impl import _inputs
@@ -20,7 +20,7 @@ from tests.layers.test_attention_impl import _mask
 from tests.layers.test_attention_impl import _outputs_and_grads
 from tests.layers.test_attention_impl import _pair
 
-groups = _chunked_attention.attention_groups
+groups = _kernels.attention_groups
 
 
 # --------------------------------------------------------------------------
@@ -73,15 +73,13 @@ def test_groups_are_valid_and_bounded(shape):
     # Heads are split only within single batch elements (contiguous runs
     # of the flattened (batch, head) pairs).
     assert nh == 1 or nb == batch
-    assert nb * nh * nq <= 2 * _chunked_attention._MAX_GROUPS
+    assert nb * nh * nq <= 2 * _kernels._MAX_GROUPS
 
 
 def test_a_rank_3_mask_is_refused():
     q = tf.zeros((2, 3, 5, 4))
     with pytest.raises(ValueError, match="argument `mask`.*rank-4"):
-        _chunked_attention.grouped_dense_attention(
-            q, q, q, tf.ones((2, 5, 5), tf.bool)
-        )
+        _kernels.grouped_dense_attention(q, q, q, tf.ones((2, 5, 5), tf.bool))
 
 
 # --------------------------------------------------------------------------
@@ -131,13 +129,11 @@ def test_property_grouped_equals_dense(
     mask = None
     if mask_shape is not None:
         mask = tf.constant(rng.random(mask_shape) < 0.7)
-    expected = _core_grads(
-        _chunked_attention.dense_attention, q, k, v, mask, upstream
-    )
+    expected = _core_grads(_kernels.dense_attention, q, k, v, mask, upstream)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_chunked_attention, "_GROUP_ELEMENTS", elements)
+        patch.setattr(_kernels, "_GROUP_ELEMENTS", elements)
         actual = _core_grads(
-            _chunked_attention.grouped_dense_attention,
+            _kernels.grouped_dense_attention,
             q,
             k,
             v,
@@ -160,34 +156,34 @@ def test_property_grouped_equals_dense(
 
 def test_grouped_really_splits(monkeypatch):
     # The property test is only worth something if groups are formed.
-    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 5)
+    monkeypatch.setattr(_kernels, "_GROUP_ELEMENTS", 5)
     calls = []
-    original = _chunked_attention.dense_attention
+    original = _kernels.dense_attention
 
     def spy(*args, **kwargs):
         calls.append(args[0].shape)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_chunked_attention, "dense_attention", spy)
+    monkeypatch.setattr(_kernels, "dense_attention", spy)
     q = tf.ones((2, 3, 5, 4))
-    _chunked_attention.grouped_dense_attention(q, q, q)
+    _kernels.grouped_dense_attention(q, q, q)
     # 150 scores / 5 -> 30 groups: 2 batch x 3 heads x 5 rows.
     assert len(calls) == 30
     assert all(shape == (1, 1, 1, 4) for shape in calls)
 
 
 def test_mask_of_unknown_size_along_a_split_axis_is_not_split(monkeypatch):
-    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 5)
+    monkeypatch.setattr(_kernels, "_GROUP_ELEMENTS", 5)
     q = tf.random.normal((2, 3, 5, 4))
     mask = tf.constant(np.random.default_rng(0).random((2, 1, 5, 5)) < 0.7)
 
     @tf.function(input_signature=[tf.TensorSpec((None, 1, None, 5), tf.bool)])
     def run(mask):
-        return _chunked_attention.grouped_dense_attention(q, q, q, mask)
+        return _kernels.grouped_dense_attention(q, q, q, mask)
 
     harness.assert_close(
         run(mask),
-        _chunked_attention.dense_attention(q, q, q, mask),
+        _kernels.dense_attention(q, q, q, mask),
         1e-6,
         "outputs",
     )
@@ -231,7 +227,7 @@ def _call_kwargs():
     [{}, {"causal": True}, {"window": 2}, {"key_dim": 5, "value_dim": 2}],
 )
 def test_layer_grouped_matches_autodiff(monkeypatch, elements, kwargs):
-    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", elements)
+    monkeypatch.setattr(_kernels, "_GROUP_ELEMENTS", elements)
     x, fast, reference = _layers(**kwargs)
     call = _call_kwargs()
     actual = _outputs_and_grads(fast, x, **call)
@@ -241,12 +237,12 @@ def test_layer_grouped_matches_autodiff(monkeypatch, elements, kwargs):
 
 
 def test_layer_grouped_with_unknown_batch_and_under_xla(monkeypatch):
-    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 7)
+    monkeypatch.setattr(_kernels, "_GROUP_ELEMENTS", 7)
     x, fast, reference = _layers(causal=True)
     mask = _call_kwargs()["mask"]
     expected = _outputs_and_grads(reference, x, mask=mask)
     names = ["outputs", "inputs"]
-    names += [w.path.split("/")[-1] for w in fast.trainable_weights]
+    names += [harness.weight_name(w) for w in fast.trainable_weights]
 
     def step(x, mask):
         with tf.GradientTape() as tape:
@@ -276,15 +272,15 @@ def test_layer_grouped_with_unknown_batch_and_under_xla(monkeypatch):
 def test_decoder_grouped_matches_autodiff(monkeypatch, elements):
     # Self- and cross-attention (T_q != T_k) take the grouped fast path
     # unless the scores are asked for, which takes plain autodiff.
-    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", elements)
+    monkeypatch.setattr(_kernels, "_GROUP_ELEMENTS", elements)
     calls = []
-    original = _chunked_attention.grouped_dense_attention
+    original = _kernels.grouped_dense_attention
 
     def spy(query, key, *args, **kwargs):
         calls.append((query.shape[2], key.shape[2]))
         return original(query, key, *args, **kwargs)
 
-    monkeypatch.setattr(_chunked_attention, "grouped_dense_attention", spy)
+    monkeypatch.setattr(_kernels, "grouped_dense_attention", spy)
     rng = np.random.default_rng(3)
     target = tf.constant(rng.normal(size=(3, 5, 8)).astype("float32"))
     source = tf.constant(rng.normal(size=(3, 6, 8)).astype("float32"))
@@ -375,13 +371,13 @@ def test_chunked_head_groups_match_dense(
     monkeypatch, elements, kwargs, with_attention_mask
 ):
     # The chunked path also runs each block's heads as independent groups.
-    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", elements)
+    monkeypatch.setattr(_kernels, "_GROUP_ELEMENTS", elements)
     scores = _chunked_against_dense(
         monkeypatch,
         kwargs,
         with_attention_mask,
         8,
-        _chunked_attention._masking,
+        _kernels._masking,
         "fused_masked_softmax",
     )
     heads = {s.shape[1] for s in scores}
@@ -394,13 +390,13 @@ def test_chunked_head_groups_match_dense(
 @pytest.mark.parametrize("with_attention_mask", [False, True])
 def test_banded_groups_match_dense(monkeypatch, kwargs, with_attention_mask):
     # With `window` the folded (batch, heads x blocks) attention is grouped.
-    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 7)
+    monkeypatch.setattr(_kernels, "_GROUP_ELEMENTS", 7)
     queries = _chunked_against_dense(
         monkeypatch,
         kwargs,
         with_attention_mask,
         10,
-        _chunked_attention,
+        _kernels,
         "dense_attention",
     )
     assert len(queries) > 1, "grouped"
@@ -418,7 +414,7 @@ def test_banded_groups_match_dense(monkeypatch, kwargs, with_attention_mask):
     ],
 )
 def test_contract_grouped(monkeypatch, check, kwargs):
-    monkeypatch.setattr(_chunked_attention, "_GROUP_ELEMENTS", 7)
+    monkeypatch.setattr(_kernels, "_GROUP_ELEMENTS", 7)
     rng = np.random.default_rng(4)
     mask = rng.random((BATCH, LENGTH)) < 0.7
     mask[0, 0], mask[0, -1] = True, False

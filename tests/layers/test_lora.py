@@ -103,11 +103,14 @@ def test_the_update_is_the_scaled_low_rank_product():
     b.assign(rng.normal(size=b.shape).astype("float32"))
     merged = MultiHeadSelfAttention(HEADS)
     merged(x)
-    weights = layer.get_weights()[:8]  # the base weights, in order
-    kernel = weights[0] + 2.0 * np.tensordot(
+    for name in ("query", "key", "value", "output"):
+        for kind in ("kernel", "bias"):
+            weight = getattr(layer, f"{name}_{kind}")
+            getattr(merged, f"{name}_{kind}").assign(weight)
+    kernel = harness.to_numpy(layer.query_kernel) + 2.0 * np.tensordot(
         harness.to_numpy(a), harness.to_numpy(b), axes=1
     )
-    merged.set_weights([kernel] + weights[1:])
+    merged.query_kernel.assign(kernel)
     harness.assert_close(layer(x), merged(x), 1e-5)
 
 

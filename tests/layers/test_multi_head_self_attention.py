@@ -48,7 +48,7 @@ def test_contract_additive_causal_window(check):
 
 
 def _weights(layer):
-    return {w.path.split("/")[-1]: harness.to_numpy(w) for w in layer.weights}
+    return {harness.weight_name(w): harness.to_numpy(w) for w in layer.weights}
 
 
 def _randomize(layer, seed=1):

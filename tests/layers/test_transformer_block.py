@@ -282,7 +282,7 @@ def test_seeded_dropouts_draw_different_masks():
     assert not np.array_equal(harness.to_numpy(first), harness.to_numpy(second))
 
 
-def test_chunked_attention_matches_dense():
+def test_kernels_matches_dense():
     x = np.random.default_rng(4).normal(size=(2, 9, 12)).astype("float32")
     mask = np.array([[1] * 6 + [0] * 3, [1] * 9], dtype=bool)
     dense = TransformerBlock(3, 11, dropout=0.0, attention_impl="dense")

@@ -79,7 +79,7 @@ def _built(seed=1, **kwargs):
 
 
 def _weights(layer):
-    return {w.path.split("/")[-1]: harness.to_numpy(w) for w in layer.weights}
+    return {harness.weight_name(w): harness.to_numpy(w) for w in layer.weights}
 
 
 def _layer_norm(x, norm):

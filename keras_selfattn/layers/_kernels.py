@@ -1,9 +1,16 @@
-"""Exact attention without a stored `T x T` matrix, and a faster dense one.
+"""The attention kernels, behind one seam: `attend`.
 
-Private helpers for `MultiHeadSelfAttention`, in `keras.ops` only (no
-TensorFlow: `ops.custom_gradient`, `ops.map` and `ops.fori_loop` map to each
-backend's own). Three functions, all exact (each query row's softmax sees
-every key it may attend to, in float32):
+The layers project queries, keys and values and pass them here with the
+masks' parts (padding of queries and keys, an explicit mask, causal and
+window limits); `attend` picks the kernel and returns the mixed values. No
+layer calls a kernel directly. In `keras.ops` only (no TensorFlow:
+`ops.custom_gradient`, `ops.map` and `ops.fori_loop` map to each backend's
+own). The kernels, all exact (each query row's softmax sees every key it
+may attend to, in float32):
+
+- the explicit path: scores, masked softmax, dropout, value mixing, with
+  Keras' automatic gradients; it returns the probabilities (for
+  `return_attention_scores`) and serves additive scores and dropout.
 
 - `dense_attention`: the whole `(B, N, T_q, T_k)` matrix, with a hand-written
   backward pass that keeps only the probabilities and takes the softmax
@@ -32,6 +39,177 @@ Shapes: `B` batch, `N` heads, `T` length, `H` key size, `V` value size.
 from keras import ops
 
 from keras_selfattn.layers import _masking
+
+# From this many tokens, `impl="auto"` takes the chunked kernel (its block
+# loop costs a little time below; its memory is O(T) instead of O(T^2)).
+CHUNKED_MIN_LENGTH = 4096
+
+IMPLS = ("auto", "dense", "chunked")
+
+
+def attend(
+    query,
+    key,
+    value,
+    *,
+    query_valid=None,
+    key_valid=None,
+    attention_mask=None,
+    causal=False,
+    window=None,
+    query_offset=0,
+    impl="dense",
+    block=None,
+    need_probs=False,
+    dropout=None,
+    score_vector=None,
+):
+    """Masked softmax attention: the one entry to the kernels.
+
+    Args:
+        query: `(B, N, T_q, H)`: dot-product queries already multiplied by
+            `1 / sqrt(H)`; for additive scores, unscaled.
+        key: `(B, K, T_k, H)`, `K` key/value heads dividing `N` (query head
+            `h` reads key/value head `h // (N / K)`).
+        value: `(B, K, T_k, V)`.
+        query_valid: bool `(B, T_q)` or `None` (padding of the queries).
+        key_valid: bool `(B, T_k)` or `None`.
+        attention_mask: bool `(B|1, T_q, T_k)` or `None`.
+        causal: bool, keep keys at positions `<=` the query's.
+        window: int or `None`, keep keys within `window` positions.
+        query_offset: int or scalar tensor, the position of the first query
+            (a decoding step against a cache); key `j` is at position `j`.
+        impl: `"dense"`, `"chunked"` (self-attention: `T_q == T_k`, no
+            offset) or `"auto"` (chunked from `CHUNKED_MIN_LENGTH` tokens,
+            decided at run time when the length is unknown).
+        block: int or `None`, the chunked kernel's queries per block
+            (`None`: sized from the shapes).
+        need_probs: bool, return the probabilities (dense explicit path).
+        dropout: a function applied to the probabilities before mixing, or
+            `None` (then the fast dense kernel may run).
+        score_vector: `(N, H)` for additive scores `v . tanh(q + k)`, or
+            `None` for dot-product scores.
+
+    Returns:
+        `(context, probs, has_key)`: `context (B, N, T_q, V)` (zeros in a
+        row with no allowed key), `probs (B, N, T_q, T_k)` float32 or `None`,
+        and `has_key` bool broadcastable to `(B, 1, T_q, 1)` (whether each
+        row had an allowed key), or `None` when every row has one.
+    """
+    key, value = repeat_key_value(key, value, query.shape[1])
+    explicit = need_probs or dropout is not None or score_vector is not None
+    if explicit or impl == "dense":
+        return _dense(
+            query,
+            key,
+            value,
+            query_valid,
+            key_valid,
+            attention_mask,
+            causal,
+            window,
+            query_offset,
+            need_probs,
+            dropout,
+            score_vector,
+        )
+    args = (query, key, value, query_valid, key_valid, attention_mask)
+
+    def chunked():
+        size = block or block_size(
+            query.shape[1], query.shape[0], query.shape[2], window
+        )
+        if query.shape[2] is not None:
+            # Never pad a short sequence up to one oversized block.
+            size = min(size, query.shape[2])
+        context, has_key = chunked_attention(
+            *args, causal=causal, window=window, block=size
+        )
+        return context, has_key
+
+    def dense():
+        context, _, has_key = _dense(
+            *args, causal, window, 0, False, None, None
+        )
+        if has_key is None:
+            has_key = ops.ones((1, 1, 1, 1), dtype="bool")
+        return context, has_key
+
+    length = query.shape[2]
+    if impl == "chunked" or (
+        length is not None and length >= CHUNKED_MIN_LENGTH
+    ):
+        context, has_key = chunked()
+    elif length is not None:
+        context, has_key = dense()
+    else:
+        # Unknown static length: pick the kernel at run time.
+        context, has_key = ops.cond(
+            ops.shape(query)[2] >= CHUNKED_MIN_LENGTH, chunked, dense
+        )
+    return context, None, has_key
+
+
+def _dense(
+    query,
+    key,
+    value,
+    query_valid,
+    key_valid,
+    attention_mask,
+    causal,
+    window,
+    query_offset,
+    need_probs,
+    dropout,
+    score_vector,
+):
+    """The dense kernels over the merged `(B|1, T_q, T_k)` mask."""
+    band = _masking.band_mask(
+        ops.shape(query)[2],
+        ops.shape(key)[2],
+        causal,
+        window,
+        query_offset=query_offset,
+    )
+    mask = _masking.attention_mask_from(
+        query_mask=query_valid,
+        key_mask=key_valid,
+        attention_mask=attention_mask,
+        band=band,
+    )  # (B|1, T_q, T_k) or None
+    head_mask = None if mask is None else mask[:, None, :, :]
+    has_key = None
+    if mask is not None:
+        has_key = ops.any(head_mask, axis=-1, keepdims=True)  # (B|1,1,Tq,1)
+    if not (need_probs or dropout is not None or score_vector is not None):
+        # The fast dense path: a hand-written backward pass.
+        context = grouped_dense_attention(query, key, value, head_mask)
+        return context, None, has_key
+    if score_vector is None:
+        scores = ops.einsum("bnqh,bnkh->bnqk", query, key)  # (B,N,Tq,Tk)
+    else:
+        # v^T tanh(q_i + k_j): (B, N, T_q, 1, H) + (B, N, 1, T_k, H).
+        hidden = ops.tanh(query[:, :, :, None, :] + key[:, :, None, :, :])
+        scores = ops.einsum("bnqkh,nh->bnqk", hidden, score_vector)
+    # float32 softmax with select-and-zero (see _masking).
+    probs = _masking.fused_masked_softmax(scores, head_mask)
+    mixed = ops.cast(probs, query.dtype)
+    if dropout is not None:
+        mixed = dropout(mixed)
+    context = ops.einsum("bnqk,bnkv->bnqv", mixed, value)
+    return context, probs, has_key
+
+
+def repeat_key_value(key, value, num_heads):
+    """Key/value heads `(B, K, T, X)` to one per query head `(B, N, T, X)`:
+    query head `h` uses key/value head `h // (N / K)`, as
+    `keras.layers.GroupedQueryAttention` does."""
+    groups = num_heads // key.shape[1]
+    if groups == 1:
+        return key, value
+    return ops.repeat(key, groups, axis=1), ops.repeat(value, groups, axis=1)
+
 
 # Score elements (B * N * block * keys) that one query block may hold: about
 # 64 MB of float32 per intermediate, small enough that the handful of
