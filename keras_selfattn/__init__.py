@@ -26,6 +26,9 @@ from keras_selfattn.layers.multi_head_self_attention import (
 from keras_selfattn.layers.positional_encoding import (
     PositionalEncoding as PositionalEncoding,
 )
+from keras_selfattn.layers.rotary_embedding import (
+    RotaryEmbedding as RotaryEmbedding,
+)
 from keras_selfattn.layers.sequence_pooling import (
     SequencePooling as SequencePooling,
 )
@@ -43,6 +46,7 @@ from keras_selfattn.version import __version__ as __version__
 __all__ = [
     "MultiHeadSelfAttention",
     "PositionalEncoding",
+    "RotaryEmbedding",
     "SequencePooling",
     "TokenAndPositionEmbedding",
     "TransformerBlock",

@@ -15,6 +15,7 @@ import tensorflow as tf
 import keras_selfattn
 from keras_selfattn import MultiHeadSelfAttention
 from keras_selfattn import PositionalEncoding
+from keras_selfattn import RotaryEmbedding
 from keras_selfattn import SequencePooling
 from keras_selfattn import TokenAndPositionEmbedding
 from keras_selfattn import TransformerBlock
@@ -51,6 +52,11 @@ LAYERS = {
     "PositionalEncoding-sinusoidal": (PositionalEncoding, lambda: [_x()], 0),
     "PositionalEncoding-sinusoidal-concat": (
         lambda: PositionalEncoding(merge="concat", encoding_dim=4),
+        lambda: [_x()],
+        0,
+    ),
+    "RotaryEmbedding": (
+        lambda: RotaryEmbedding(),
         lambda: [_x()],
         0,
     ),

@@ -6,6 +6,9 @@ from keras_selfattn.layers.multi_head_self_attention import (
 from keras_selfattn.layers.positional_encoding import (
     PositionalEncoding as PositionalEncoding,
 )
+from keras_selfattn.layers.rotary_embedding import (
+    RotaryEmbedding as RotaryEmbedding,
+)
 from keras_selfattn.layers.sequence_pooling import (
     SequencePooling as SequencePooling,
 )
@@ -22,6 +25,7 @@ from keras_selfattn.layers.transformer_decoder_block import (
 __all__ = [
     "MultiHeadSelfAttention",
     "PositionalEncoding",
+    "RotaryEmbedding",
     "SequencePooling",
     "TokenAndPositionEmbedding",
     "TransformerBlock",

@@ -11,7 +11,11 @@ from keras_selfattn.layers.multi_head_self_attention import (
 
 # Constructor arguments of `MultiHeadSelfAttention` that order the keys
 # relative to the queries; they mean nothing across two sequences.
-_UNORDERED = (("causal", False), ("window", None))
+_UNORDERED = (
+    ("causal", False),
+    ("window", None),
+    ("position_embedding", None),
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_selfattn")
@@ -119,6 +123,7 @@ class CrossAttention(MultiHeadSelfAttention):
                 keras.ops.shape(context)[:2], dtype="bool"
             )
         key, value = self._project_key_value(context)  # (B, N, S, H|V)
+        _, key = self._transform_heads(None, key, None)  # QK-norm
         return {"key": key, "value": value, "key_mask": context_mask}
 
     def call(
@@ -159,8 +164,11 @@ class CrossAttention(MultiHeadSelfAttention):
         )
         # Without a request for the scores, the dense fast path (grouped,
         # with a hand-written backward pass).
+        query_heads, _ = self._transform_heads(
+            self._scale_query(self._project_query(query)), None, None
+        )  # (B, N, T, H)
         outputs, scores = self._attend(
-            self._scale_query(self._project_query(query)),  # (B, N, T, H)
+            query_heads,
             key,
             value,
             training,

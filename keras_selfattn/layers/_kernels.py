@@ -63,6 +63,8 @@ def attend(
     need_probs=False,
     dropout=None,
     score_vector=None,
+    alibi_slopes=None,
+    soft_cap=None,
 ):
     """Masked softmax attention: the one entry to the kernels.
 
@@ -89,6 +91,10 @@ def attend(
             `None` (then the fast dense kernel may run).
         score_vector: `(N, H)` for additive scores `v . tanh(q + k)`, or
             `None` for dot-product scores.
+        alibi_slopes: float32 `(N,)` or `None`: add `-slope_h * |i - j|`
+            (query at position `i`, key at `j`) to head `h`'s scores.
+        soft_cap: float or `None`: scores become `cap * tanh(s / cap)`
+            (after the ALiBi bias), before the softmax.
 
     Returns:
         `(context, probs, has_key)`: `context (B, N, T_q, V)` (zeros in a
@@ -97,6 +103,7 @@ def attend(
         row had an allowed key), or `None` when every row has one.
     """
     key, value = repeat_key_value(key, value, query.shape[1])
+    mod = ScoreMod(alibi_slopes, soft_cap)
     explicit = need_probs or dropout is not None or score_vector is not None
     if explicit or impl == "dense":
         return _dense(
@@ -112,6 +119,7 @@ def attend(
             need_probs,
             dropout,
             score_vector,
+            mod,
         )
     args = (query, key, value, query_valid, key_valid, attention_mask)
 
@@ -123,13 +131,13 @@ def attend(
             # Never pad a short sequence up to one oversized block.
             size = min(size, query.shape[2])
         context, has_key = chunked_attention(
-            *args, causal=causal, window=window, block=size
+            *args, causal=causal, window=window, block=size, mod=mod
         )
         return context, has_key
 
     def dense():
         context, _, has_key = _dense(
-            *args, causal, window, 0, False, None, None
+            *args, causal, window, 0, False, None, None, mod
         )
         if has_key is None:
             has_key = ops.ones((1, 1, 1, 1), dtype="bool")
@@ -163,6 +171,7 @@ def _dense(
     need_probs,
     dropout,
     score_vector,
+    mod,
 ):
     """The dense kernels over the merged `(B|1, T_q, T_k)` mask."""
     band = _masking.band_mask(
@@ -182,9 +191,15 @@ def _dense(
     has_key = None
     if mask is not None:
         has_key = ops.any(head_mask, axis=-1, keepdims=True)  # (B|1,1,Tq,1)
+    bias = mod.bias(
+        query_offset + ops.arange(ops.shape(query)[2], dtype="int32"),
+        ops.arange(ops.shape(key)[2], dtype="int32"),
+    )  # (1, N, T_q, T_k) float32, or None
     if not (need_probs or dropout is not None or score_vector is not None):
         # The fast dense path: a hand-written backward pass.
-        context = grouped_dense_attention(query, key, value, head_mask)
+        context = grouped_dense_attention(
+            query, key, value, head_mask, bias, mod.soft_cap
+        )
         return context, None, has_key
     if score_vector is None:
         scores = ops.einsum("bnqh,bnkh->bnqk", query, key)  # (B,N,Tq,Tk)
@@ -192,6 +207,7 @@ def _dense(
         # v^T tanh(q_i + k_j): (B, N, T_q, 1, H) + (B, N, 1, T_k, H).
         hidden = ops.tanh(query[:, :, :, None, :] + key[:, :, None, :, :])
         scores = ops.einsum("bnqkh,nh->bnqk", hidden, score_vector)
+    scores, _ = mod.apply(scores, bias)  # float32
     # float32 softmax with select-and-zero (see _masking).
     probs = _masking.fused_masked_softmax(scores, head_mask)
     mixed = ops.cast(probs, query.dtype)
@@ -209,6 +225,52 @@ def repeat_key_value(key, value, num_heads):
     if groups == 1:
         return key, value
     return ops.repeat(key, groups, axis=1), ops.repeat(value, groups, axis=1)
+
+
+class ScoreMod:
+    """What happens to the scores between `q . k` and the softmax: an
+    ALiBi bias `-slope_h * |i - j|` and a `tanh` soft-cap. Every kernel
+    applies it to its tile of scores, given the tile's absolute positions.
+
+    Args:
+        slopes: float32 `(N,)` per-head ALiBi slopes, or `None`.
+        soft_cap: float or `None`.
+    """
+
+    def __init__(self, slopes=None, soft_cap=None):
+        self.slopes = slopes
+        self.soft_cap = soft_cap
+
+    def bias(self, query_pos, key_pos, heads=None):
+        """float32 `(1, n, C, L)` ALiBi bias for query positions
+        `(..., C)` and key positions `(..., L)` (extra leading axes come
+        after the head axis), heads `heads` (a `(start, size)` pair, or
+        all); `None` without ALiBi."""
+        if self.slopes is None:
+            return None
+        slopes = ops.cast(self.slopes, "float32")
+        if heads is not None:
+            slopes = slopes[heads[0] : heads[0] + heads[1]]
+        distance = ops.abs(query_pos[..., :, None] - key_pos[..., None, :])
+        distance = ops.cast(distance, "float32")  # (..., C, L)
+        extra = len(distance.shape) - 2
+        slopes = ops.reshape(slopes, (-1,) + (1,) * (extra + 2))
+        return -(slopes * distance)[None]  # (1, n, ..., C, L)
+
+    def apply(self, scores, bias):
+        """float32 scores with the bias added and the cap applied, and
+        `tanh(s / cap)` (for the cap's gradient) or `None`."""
+        scores = ops.cast(scores, "float32")
+        if bias is not None:
+            scores = scores + bias
+        if self.soft_cap is None:
+            return scores, None
+        capped = ops.tanh(scores / self.soft_cap)
+        return self.soft_cap * capped, capped
+
+    @property
+    def active(self):
+        return self.slopes is not None or self.soft_cap is not None
 
 
 # Score elements (B * N * block * keys) that one query block may hold: about
@@ -255,6 +317,7 @@ def chunked_attention(
     causal=False,
     window=None,
     block=128,
+    mod=None,
 ):
     """Masked softmax attention of scaled queries, block by block.
 
@@ -268,6 +331,7 @@ def chunked_attention(
         causal: bool, keep keys `j <= i`.
         window: int or `None`, keep keys `|i - j| <= window`.
         block: int, queries per block.
+        mod: a `ScoreMod` (ALiBi, soft-cap) or `None`.
 
     Returns:
         `(context (B, N, T, V), has_key (B|1, 1|N, T, 1) bool)`: the mixed
@@ -296,6 +360,7 @@ def chunked_attention(
                 _pad_axis(attention_mask, pad, 1), pad, 2
             )
     num_blocks = padded_len // block
+    mod = mod or ScoreMod()
     if window is not None and key_valid is None:
         key_valid = ops.ones((1, padded_len), dtype="bool")
     if window is None:
@@ -309,6 +374,7 @@ def chunked_attention(
             causal,
             block,
             num_blocks,
+            mod,
         )
     else:
         context, has_key = _banded_attention(
@@ -322,6 +388,7 @@ def chunked_attention(
             window,
             block,
             num_blocks,
+            mod,
         )
     return context[:, :, :seq_len], has_key[:, :, :seq_len]
 
@@ -388,6 +455,7 @@ def _full_key_attention(
     causal,
     block,
     num_blocks,
+    mod,
 ):
     """Query blocks against all keys, recomputed in the backward pass."""
     dtype = query.dtype
@@ -430,14 +498,22 @@ def _full_key_attention(
     head_parts = min(heads, max(1, -(-elements // _GROUP_ELEMENTS)))
     head_sizes = _even_sizes(heads, head_parts)
 
+    head_groups = _starts(head_sizes)
+
     def by_head(x):
         """`x` split into the head groups (axis 1)."""
         return _split(x, 1, head_sizes)
 
-    def block_probs(q, k, mask):
-        """float32 probabilities `(B, n, C, T')` of query block `q`."""
+    def block_probs(q, k, mask, i, heads):
+        """float32 probabilities `(B, n, C, T')` of query block `q` (block
+        `i`, the `(start, size)` head group `heads`), and `tanh(s / cap)`
+        (for the soft-cap's gradient) or `None`."""
         scores = ops.einsum("bnch,bnkh->bnck", q, k)
-        return _masking.fused_masked_softmax(scores, mask)
+        capped = None
+        if mod.active:
+            bias = mod.bias(i * block + block_pos, key_pos, heads)
+            scores, capped = mod.apply(scores, bias)
+        return _masking.fused_masked_softmax(scores, mask), capped
 
     @ops.custom_gradient
     def attend(query_blocks, key, value):
@@ -451,11 +527,11 @@ def _full_key_attention(
                 [
                     ops.einsum(
                         "bnck,bnkv->bncv",
-                        ops.cast(block_probs(q_g, k_g, mask), dtype),
+                        ops.cast(block_probs(q_g, k_g, mask, i, g)[0], dtype),
                         v_g,
                     )
-                    for q_g, k_g, v_g in zip(
-                        by_head(q), keys, values, strict=True
+                    for q_g, k_g, v_g, g in zip(
+                        by_head(q), keys, values, head_groups, strict=True
                     )
                 ],
                 axis=1,
@@ -479,15 +555,18 @@ def _full_key_attention(
             delta = ops.reshape(delta, (shape[0], shape[1], num_blocks, block))
             block_ids = ops.arange(num_blocks, dtype="int32")
 
-            def backward_group(q, k, v, d_o, row_term, mask):
+            def backward_group(q, k, v, d_o, row_term, heads, mask, i):
                 """This block's `(dQ, dK, dV)` for one head group."""
                 # Recompute the probabilities, exactly as forward.
-                probs = block_probs(q, k, mask)  # (B, n, C, T') f32
+                probs, capped = block_probs(q, k, mask, i, heads)  # f32
                 probs_c = ops.cast(probs, dtype)
                 d_v = ops.einsum("bnck,bncv->bnkv", probs_c, d_o)
                 d_probs = ops.einsum("bncv,bnkv->bnck", d_o, v)
                 # Masked entries have P = 0, so they get no gradient.
                 d_scores = probs * (ops.cast(d_probs, "float32") - row_term)
+                if capped is not None:
+                    # d/ds cap * tanh(s / cap) = 1 - tanh^2.
+                    d_scores = d_scores * (1.0 - ops.square(capped))
                 d_scores = ops.cast(d_scores, dtype)  # (B, n, C, T')
                 d_q = ops.einsum("bnck,bnkh->bnch", d_scores, k)
                 d_k = ops.einsum("bnck,bnch->bnkh", d_scores, q)
@@ -497,13 +576,14 @@ def _full_key_attention(
                 d_query, d_key, d_value = carry
                 mask = block_mask(i)
                 parts = [
-                    backward_group(*group, mask)
+                    backward_group(*group, mask, i)
                     for group in zip(
                         by_head(ops.take(query_blocks, i, axis=2)),
                         keys,
                         values,
                         by_head(ops.take(d_blocks, i, axis=2)),
                         by_head(ops.take(delta, i, axis=2)[..., None]),
+                        head_groups,
                         strict=True,
                     )
                 ]
@@ -560,6 +640,7 @@ def _banded_attention(
     window,
     block,
     num_blocks,
+    mod,
 ):
     """Each query block against the key blocks within `window` only."""
     # Key blocks `i - reach .. i + reach` (`.. i` when causal) cover every
@@ -619,11 +700,16 @@ def _banded_attention(
         # (B, N, n, C|L, X) -> (B, N * n, C|L, X), sizes kept static.
         return ops.reshape(x, (shape[0], -1, x.shape[3], size))
 
+    bias = mod.bias(query_pos, key_pos)  # (1, N, n, C, L) or None
+    if bias is not None:
+        bias = ops.reshape(bias, (1, -1, block, span))
     context = grouped_dense_attention(
         fold(query_blocks, query.shape[-1]),
         fold(key_span, query.shape[-1]),
         fold(value_span, value.shape[-1]),
         ops.reshape(mask, (ops.shape(mask)[0], -1, block, span)),
+        bias,
+        mod.soft_cap,
     )  # (B, N * n, C, V)
     context = ops.reshape(
         context, (shape[0], shape[1], padded_len, value.shape[-1])
@@ -646,7 +732,7 @@ def _pad_front_back(x, before, after, axis):
     return ops.concatenate(parts, axis=axis)
 
 
-def dense_attention(query, key, value, mask=None):
+def dense_attention(query, key, value, mask=None, bias=None, soft_cap=None):
     """`softmax(q k^T) v` with a hand-written backward pass.
 
     The same arithmetic as autodiff of scores -> masked softmax -> mixing,
@@ -660,17 +746,23 @@ def dense_attention(query, key, value, mask=None):
         key: `(B, N, T_k, H)`.
         value: `(B, N, T_k, V)`.
         mask: bool broadcastable to `(B, N, T_q, T_k)`, or `None`.
+        bias: float32 broadcastable to `(B, N, T_q, T_k)`, added to the
+            scores (a constant: no gradient), or `None`.
+        soft_cap: float or `None` (see `ScoreMod`).
 
     Returns:
         The mixed values `(B, N, T_q, V)`; exact zeros in a row with no
         allowed key.
     """
     dtype = query.dtype
+    mod = ScoreMod(soft_cap=soft_cap)
 
     @ops.custom_gradient
     def attend(query, key, value):
         query, key, value = _untaped(query, key, value)
         scores = ops.einsum("bnqh,bnkh->bnqk", query, key)  # (B, N, Tq, Tk)
+        if bias is not None or soft_cap is not None:
+            scores, capped = mod.apply(scores, bias)
         probs = _masking.fused_masked_softmax(scores, mask)  # float32
         probs_c = ops.cast(probs, dtype)
         out = ops.einsum("bnqk,bnkv->bnqv", probs_c, value)  # (B, N, Tq, V)
@@ -692,6 +784,9 @@ def dense_attention(query, key, value, mask=None):
             d_probs = ops.einsum("bnqv,bnkv->bnqk", d_out, value)
             # Masked entries have P = 0, so they get no gradient.
             d_scores = probs * (ops.cast(d_probs, "float32") - delta)
+            if soft_cap is not None:
+                # d/ds cap * tanh(s / cap) = 1 - tanh^2.
+                d_scores = d_scores * (1.0 - ops.square(capped))
             d_scores = ops.cast(d_scores, dtype)
             d_query = ops.einsum("bnqk,bnkh->bnqh", d_scores, key)
             d_key = ops.matmul(ops.swapaxes(d_scores, -1, -2), query)
@@ -772,7 +867,9 @@ def _split(x, axis, sizes):
     return ops.split(x, indices, axis=axis)
 
 
-def grouped_dense_attention(query, key, value, mask=None):
+def grouped_dense_attention(
+    query, key, value, mask=None, bias=None, soft_cap=None
+):
     """`dense_attention` run as independent groups of batch elements, heads
     and query rows.
 
@@ -789,6 +886,8 @@ def grouped_dense_attention(query, key, value, mask=None):
         key: `(B, N, T_k, H)`.
         value: `(B, N, T_k, V)`.
         mask: bool `(B|1, N|1, T_q|1, T_k|1)` (rank 4), or `None`.
+        bias: float32 `(1, N, T_q, T_k)` added to the scores, or `None`.
+        soft_cap: float or `None` (see `ScoreMod`).
 
     Returns:
         The mixed values `(B, N, T_q, V)`, as `dense_attention`.
@@ -801,14 +900,15 @@ def grouped_dense_attention(query, key, value, mask=None):
         )
     batch, heads, query_len, _ = query.shape
     nb, nh, nq = attention_groups(batch, heads, query_len, key.shape[2])
-    if mask is not None and any(
-        mask.shape[axis] is None and parts > 1
+    if any(
+        m is not None and m.shape[axis] is None and parts > 1
+        for m in (mask, bias)
         for axis, parts in enumerate((nb, nh, nq))
     ):
         # A mask of unknown size along a split axis: no static split.
         nb = nh = nq = 1
     if nb * nh * nq == 1:
-        return dense_attention(query, key, value, mask)
+        return dense_attention(query, key, value, mask, bias, soft_cap)
     # Each group is (first batch element, batch elements, first head,
     # heads): whole batch elements, or some heads of one batch element.
     starts = _starts(_even_sizes(batch, nb) if nb > 1 else [batch])
@@ -835,18 +935,25 @@ def grouped_dense_attention(query, key, value, mask=None):
             _split(x, 1, [hs for _, _, _, hs in groups])
             for x in (query, key, value)
         ]
+
+    def group_part(x, b, bs, h, hs):
+        """`x`'s rows `(B|1, N|1, ...)` of this group, split by query row."""
+        if x is None:
+            return [None] * nq
+        x = x if nb == 1 or x.shape[0] == 1 else x[b : b + bs]
+        x = x if nh == 1 or x.shape[1] == 1 else x[:, h : h + hs]
+        return _split(x, 2, row_sizes) if x.shape[2] != 1 else [x] * nq
+
     outputs = []
     for (b, bs, h, hs), q, k, v in zip(groups, *pieces, strict=True):
-        m = None
-        if mask is not None:
-            m = mask if nb == 1 or mask.shape[0] == 1 else mask[b : b + bs]
-            m = m if nh == 1 or m.shape[1] == 1 else m[:, h : h + hs]
-        row_masks = [None] * nq if m is None else _split(m, 2, row_sizes)
         out = _concat(
             [
-                dense_attention(q_r, k, v, m_r)
-                for q_r, m_r in zip(
-                    _split(q, 2, row_sizes), row_masks, strict=True
+                dense_attention(q_r, k, v, m_r, b_r, soft_cap)
+                for q_r, m_r, b_r in zip(
+                    _split(q, 2, row_sizes),
+                    group_part(mask, b, bs, h, hs),
+                    group_part(bias, b, bs, h, hs),
+                    strict=True,
                 )
             ],
             axis=2,

@@ -45,9 +45,34 @@ class TransformerLayer(keras.layers.Layer):
         lora_targets=("query", "value"),
         normalization="layer",
         use_bias=True,
+        position_embedding=None,
+        rotary_max_wavelength=10000,
+        rotary_scaling_factor=1.0,
+        rotary_fraction=1.0,
+        qk_norm=False,
+        logit_soft_cap=None,
+        gated_feedforward=False,
         **kwargs,
     ):
         num_heads = _validation.positive_int("num_heads", num_heads)
+        (
+            position_embedding,
+            rotary_max_wavelength,
+            rotary_scaling_factor,
+            rotary_fraction,
+            qk_norm,
+            logit_soft_cap,
+        ) = _validation.attention_options(
+            position_embedding,
+            rotary_max_wavelength,
+            rotary_scaling_factor,
+            rotary_fraction,
+            qk_norm,
+            logit_soft_cap,
+        )
+        gated_feedforward = _validation.boolean(
+            "gated_feedforward", gated_feedforward
+        )
         normalization = _validation.one_of(
             "normalization", normalization, NORMALIZATIONS
         )
@@ -96,6 +121,13 @@ class TransformerLayer(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.seed = seed
+        self.position_embedding = position_embedding
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.rotary_scaling_factor = rotary_scaling_factor
+        self.rotary_fraction = rotary_fraction
+        self.qk_norm = qk_norm
+        self.logit_soft_cap = logit_soft_cap
+        self.gated_feedforward = gated_feedforward
         self.supports_masking = True
 
     def _sublayer_kwargs(self, name):
@@ -131,6 +163,17 @@ class TransformerLayer(keras.layers.Layer):
                 self.bias_initializer, 10 * seed_offset
             ),
             "seed": _offset_seed(self.seed, seed_offset),
+            "qk_norm": self.qk_norm,
+            "logit_soft_cap": self.logit_soft_cap,
+        }
+
+    def _position_kwargs(self):
+        """The position options of the self-attention sub-layer."""
+        return {
+            "position_embedding": self.position_embedding,
+            "rotary_max_wavelength": self.rotary_max_wavelength,
+            "rotary_scaling_factor": self.rotary_scaling_factor,
+            "rotary_fraction": self.rotary_fraction,
         }
 
     def _norm_and_dropout(self, prefix, input_shape, seed_offset):
@@ -160,11 +203,25 @@ class TransformerLayer(keras.layers.Layer):
         return norm, dropout
 
     def _build_feedforward(self, input_shape, seed_offset):
-        """The position-wise network `Dense(ff_dim) -> Dense(hidden_dim)`."""
+        """The position-wise network `Dense(ff_dim) -> Dense(hidden_dim)`;
+        gated, `(activation(x W_g) * x W_u) W_o`."""
         hidden_dim = input_shape[-1]
+        if self.gated_feedforward:
+            self._feedforward_gate = keras.layers.Dense(
+                self.ff_dim,
+                activation=self.activation,
+                use_bias=self.use_bias,
+                kernel_initializer=clone_initializer(
+                    self.kernel_initializer, 104
+                ),
+                bias_initializer=clone_initializer(self.bias_initializer, 105),
+                **self._sublayer_kwargs("feedforward_gate_dense"),
+            )
+            self._feedforward_gate.build(input_shape)
         self._feedforward_intermediate = keras.layers.Dense(
             self.ff_dim,
-            activation=self.activation,
+            # Gated: the linear "up" projection; the gate has the activation.
+            activation=None if self.gated_feedforward else self.activation,
             use_bias=self.use_bias,
             # Offsets past any attention sub-layer's (it uses 0..8).
             kernel_initializer=clone_initializer(self.kernel_initializer, 100),
@@ -279,7 +336,11 @@ class TransformerLayer(keras.layers.Layer):
 
     def _feedforward(self, x, training):
         y = self._sublayer_input(x, self._feedforward_norm)
-        y = self._feedforward_intermediate(y)  # (B, T, ff_dim)
+        if self.gated_feedforward:
+            gate = self._feedforward_gate(y)  # (B, T, ff_dim)
+            y = gate * self._feedforward_intermediate(y)
+        else:
+            y = self._feedforward_intermediate(y)  # (B, T, ff_dim)
         y = self._feedforward_output(y)  # (B, T, D)
         return self._sublayer_output(
             x, y, self._feedforward_norm, self._feedforward_dropout, training
@@ -327,6 +388,13 @@ class TransformerLayer(keras.layers.Layer):
                 self.bias_initializer
             ),
             "seed": self.seed,
+            "position_embedding": self.position_embedding,
+            "rotary_max_wavelength": self.rotary_max_wavelength,
+            "rotary_scaling_factor": self.rotary_scaling_factor,
+            "rotary_fraction": self.rotary_fraction,
+            "qk_norm": self.qk_norm,
+            "logit_soft_cap": self.logit_soft_cap,
+            "gated_feedforward": self.gated_feedforward,
         }
         # Quantized sub-layers record their policies (see _quantization).
         return _quantization.config_with_quantized(self, config)

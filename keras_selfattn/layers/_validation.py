@@ -155,3 +155,46 @@ def lora_arguments(rank, alpha, targets):
             "lora_targets", f"distinct names among {LORA_TARGETS}", targets
         )
     return rank, alpha, tuple(targets)
+
+
+# The `position_embedding` schemes of the attention layers and blocks.
+POSITION_EMBEDDINGS = (None, "rotary", "alibi")
+
+
+def attention_options(
+    position_embedding,
+    rotary_max_wavelength,
+    rotary_scaling_factor,
+    rotary_fraction,
+    qk_norm,
+    logit_soft_cap,
+):
+    """Check the position and score options of an attention layer or
+    block; returns them normalized, in the same order."""
+    position_embedding = one_of(
+        "position_embedding", position_embedding, POSITION_EMBEDDINGS
+    )
+    rotary_max_wavelength = positive_float(
+        "rotary_max_wavelength", rotary_max_wavelength, finite=True
+    )
+    rotary_scaling_factor = positive_float(
+        "rotary_scaling_factor", rotary_scaling_factor, finite=True
+    )
+    rotary_fraction = positive_float(
+        "rotary_fraction", rotary_fraction, finite=True
+    )
+    if rotary_fraction > 1.0:
+        raise invalid("rotary_fraction", "a float in (0, 1]", rotary_fraction)
+    qk_norm = boolean("qk_norm", qk_norm)
+    if logit_soft_cap is not None:
+        logit_soft_cap = positive_float(
+            "logit_soft_cap", logit_soft_cap, finite=True
+        )
+    return (
+        position_embedding,
+        rotary_max_wavelength,
+        rotary_scaling_factor,
+        rotary_fraction,
+        qk_norm,
+        logit_soft_cap,
+    )

@@ -8,6 +8,7 @@ from keras import ops
 from keras_selfattn.layers import _initializers
 from keras_selfattn.layers import _kernels
 from keras_selfattn.layers import _masking
+from keras_selfattn.layers import _positions
 from keras_selfattn.layers import _quantization
 from keras_selfattn.layers import _validation
 
@@ -111,6 +112,32 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             Defaults to `None`: a power of two from 16 to 512 chosen from the
             static shape so that one block holds about 16M scores (with
             `window=w`, about `w`).
+        position_embedding: `None`, `"rotary"` or `"alibi"`: relative
+            positions inside the attention (they need
+            `score="dot_product"`). `"rotary"` rotates queries and keys
+            at their positions (RoFormer, Llama; see `RotaryEmbedding`);
+            `"alibi"` adds `-m_h * |i - j|` to head `h`'s scores, with
+            Press et al.'s slopes `m_h` (BLOOM, MPT). Both depend on `i - j`
+            only: a sequence padded on the left attends as the unpadded
+            one, and a cached step at position `p` equals row `p` of the
+            full call. They apply on every path (dense, chunked, banded,
+            cached). Defaults to `None` (no positions: add them to the
+            inputs, e.g. with `PositionalEncoding`).
+        rotary_max_wavelength: float, the rotary embedding's longest
+            wavelength (Llama's `rope_theta`). Defaults to `10000`.
+        rotary_scaling_factor: float, divides the rotary frequencies
+            (linear interpolation to longer contexts). Defaults to `1.0`.
+        rotary_fraction: float in (0, 1], the share of each head's
+            features that rotate (the first ones; GPT-NeoX's partial
+            rotary). Defaults to `1.0`.
+        qk_norm: bool, normalize each head's queries and keys (RMS
+            normalization with a learned scale per feature, shared by the
+            heads) before the scores, as in OLMo 2, Qwen 3 and Gemma 3;
+            it keeps the logits bounded in long or low-precision training.
+            Defaults to `False`.
+        logit_soft_cap: float or `None`: cap the scores smoothly,
+            `s -> cap * tanh(s / cap)`, before the softmax (Gemma 2 uses
+            50), on every path and backend. Defaults to `None`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -221,9 +248,30 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         lora_rank=None,
         lora_alpha=None,
         lora_targets=("query", "value"),
+        position_embedding=None,
+        rotary_max_wavelength=10000,
+        rotary_scaling_factor=1.0,
+        rotary_fraction=1.0,
+        qk_norm=False,
+        logit_soft_cap=None,
         **kwargs,
     ):
         num_heads = _validation.positive_int("num_heads", num_heads)
+        (
+            position_embedding,
+            rotary_max_wavelength,
+            rotary_scaling_factor,
+            rotary_fraction,
+            qk_norm,
+            logit_soft_cap,
+        ) = _validation.attention_options(
+            position_embedding,
+            rotary_max_wavelength,
+            rotary_scaling_factor,
+            rotary_fraction,
+            qk_norm,
+            logit_soft_cap,
+        )
         lora_rank, lora_alpha, lora_targets = _validation.lora_arguments(
             lora_rank, lora_alpha, lora_targets
         )
@@ -242,6 +290,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         causal = _validation.boolean("causal", causal)
         window = _validation.positive_int("window", window, allow_none=True)
         score = _validation.one_of("score", score, _SCORES)
+        if position_embedding is not None and score != "dot_product":
+            raise _validation.invalid(
+                "position_embedding",
+                "None with score='additive' (relative positions need "
+                "dot-product scores)",
+                position_embedding,
+            )
         attention_impl = _validation.one_of(
             "attention_impl", attention_impl, _IMPLS
         )
@@ -280,6 +335,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.lora_rank = lora_rank
         self.lora_alpha = lora_alpha
         self.lora_targets = lora_targets
+        self.position_embedding = position_embedding
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.rotary_scaling_factor = rotary_scaling_factor
+        self.rotary_fraction = rotary_fraction
+        self.qk_norm = qk_norm
+        self.logit_soft_cap = logit_soft_cap
+        self._alibi_slopes = None
+        if position_embedding == "alibi":
+            self._alibi_slopes = _positions.alibi_slopes(num_heads)
         self._lora = {}  # target -> (lora_a, lora_b)
         self.supports_masking = True
         self._dropout_layer = keras.layers.Dropout(
@@ -330,6 +394,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         # The score vector's seed offset as before the projections moved.
         self._weight_offset = 8 if self.use_bias else 4
+        self._rotary_dim = _positions.rotary_dim(kd, self.rotary_fraction)
+        if self.position_embedding == "rotary" and self._rotary_dim == 0:
+            raise _validation.invalid(
+                "rotary_fraction",
+                f"a share of the key size {kd} that leaves at least 2 "
+                "features to rotate",
+                self.rotary_fraction,
+            )
         if self.score == "additive":
             self.score_vector = self.add_weight(
                 name="score_vector",
@@ -339,6 +411,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 ),
                 regularizer=self.kernel_regularizer,
                 constraint=self.kernel_constraint,
+            )
+        if self.qk_norm:
+            # One RMS-norm scale per feature, shared by the heads.
+            self.query_norm_scale = self.add_weight(
+                name="query_norm_scale", shape=(kd,), initializer="ones"
+            )
+            self.key_norm_scale = self.add_weight(
+                name="key_norm_scale", shape=(kd,), initializer="ones"
             )
         self._dropout_layer.build(None)
         if self.lora_rank is not None:
@@ -568,6 +648,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         # Scores are asked for: the whole (B, N, T, T) weights, densely.
         impl = "dense" if return_attention_scores else self.attention_impl
         query, key, value = self._queries_keys_values(inputs)
+        positions = ops.arange(ops.shape(inputs)[1], dtype="int32")[None]
+        query, key = self._transform_heads(query, key, positions)
         outputs, scores = self._attend(
             query,
             key,
@@ -655,6 +737,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         query = self._scale_query(self._project_query(inputs))  # (B,N,T,H)
         key, value = self._project_key_value(inputs)  # (B, N, T, H|V)
+        # Step t sits at position index + t: keys enter the cache rotated.
+        positions = ops.arange(ops.shape(inputs)[1], dtype="int32")[None]
+        positions = positions + ops.cast(index, "int32")
+        query, key = self._transform_heads(query, key, positions)
         start = (0, 0, index, 0)
         key_cache = ops.slice_update(
             cache["key"], start, ops.cast(key, cache["key"].dtype)
@@ -696,6 +782,29 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             return self._project_self(inputs)
         return (self._project_query(inputs), *self._project_key_value(inputs))
 
+    def _transform_heads(self, query, key, positions):
+        """QK-norm, then rotary positions, on projected query and key
+        heads `(B, N|K, T, H)` at int `positions` `(1, T)` (either head
+        may be `None`: cross-attention normalizes its cached keys once)."""
+        if self.qk_norm:
+            # The RMS norm undoes the 1/sqrt(key_dim) folded into the
+            # queries: scale them again after.
+            if query is not None:
+                query = self._scale_query(
+                    _rms_norm(query, self.query_norm_scale)
+                )
+            if key is not None:
+                key = _rms_norm(key, self.key_norm_scale)
+        if self.position_embedding == "rotary":
+            rotate = (
+                self._rotary_dim,
+                self.rotary_max_wavelength,
+                self.rotary_scaling_factor,
+            )
+            query = _rotate(query, positions, *rotate)
+            key = _rotate(key, positions, *rotate)
+        return query, key
+
     def _scale_query(self, query):
         """Dot-product queries times `1 / sqrt(key_dim)` (the smaller
         tensor, not the `T_q x T_k` scores); additive ones unchanged."""
@@ -722,6 +831,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             need_probs=need_probs,
             dropout=dropout,
             score_vector=getattr(self, "score_vector", None),
+            alibi_slopes=self._alibi_slopes,
+            soft_cap=self.logit_soft_cap,
             **masks,
         )  # (B, N, T_q, V)
         outputs = self._project_output(context)  # (B, T_q, O)
@@ -948,9 +1059,28 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             "lora_rank": self.lora_rank,
             "lora_alpha": self.lora_alpha,
             "lora_targets": list(self.lora_targets),
+            "position_embedding": self.position_embedding,
+            "rotary_max_wavelength": self.rotary_max_wavelength,
+            "rotary_scaling_factor": self.rotary_scaling_factor,
+            "rotary_fraction": self.rotary_fraction,
+            "qk_norm": self.qk_norm,
+            "logit_soft_cap": self.logit_soft_cap,
         }
         # Quantized projections record their policies (see _quantization).
         return _quantization.config_with_quantized(self, config)
+
+
+def _rms_norm(x, scale, epsilon=1e-6):
+    """RMS normalization over the last axis, in float32, times `scale`."""
+    x32 = ops.cast(x, "float32")
+    rms = ops.rsqrt(ops.mean(ops.square(x32), axis=-1, keepdims=True) + epsilon)
+    return ops.cast(x32 * rms * ops.cast(scale, "float32"), x.dtype)
+
+
+def _rotate(x, positions, dim, max_wavelength, scaling_factor):
+    return _positions.apply_rotary(
+        x, positions, max_wavelength, scaling_factor, dim
+    )
 
 
 class _Projection(keras.layers.EinsumDense):

@@ -85,6 +85,25 @@ class TransformerBlock(_transformer.TransformerLayer):
         use_bias: bool, whether the attention projections, the
             feed-forward layers and the layer norms' offsets have biases
             (`False`: none anywhere in the block). Defaults to `True`.
+        position_embedding: `None`, `"rotary"` or `"alibi"`: relative
+            positions inside the self-attention (see
+            `MultiHeadSelfAttention`); with them, no positions need adding
+            to the inputs. Defaults to `None`.
+        rotary_max_wavelength: float, the rotary embedding's longest
+            wavelength. Defaults to `10000`.
+        rotary_scaling_factor: float, divides the rotary frequencies.
+            Defaults to `1.0`.
+        rotary_fraction: float in (0, 1], the share of each head that
+            rotates. Defaults to `1.0`.
+        qk_norm: bool, RMS-normalize each head's queries and keys before
+            the scores (every attention of the block). Defaults to `False`.
+        logit_soft_cap: float or `None`, `s -> cap * tanh(s / cap)` on the
+            attention scores (every attention of the block). Defaults to
+            `None`.
+        gated_feedforward: bool, a gated feed-forward network
+            `(activation(x W_g) * x W_u) W_o` (three projections): SwiGLU
+            with `activation="silu"`, GeGLU with `"gelu"`, as in Llama,
+            Mistral and Gemma. Defaults to `False`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -185,6 +204,13 @@ class TransformerBlock(_transformer.TransformerLayer):
         lora_targets=("query", "value"),
         normalization="layer",
         use_bias=True,
+        position_embedding=None,
+        rotary_max_wavelength=10000,
+        rotary_scaling_factor=1.0,
+        rotary_fraction=1.0,
+        qk_norm=False,
+        logit_soft_cap=None,
+        gated_feedforward=False,
         **kwargs,
     ):
         causal = _validation.boolean("causal", causal)
@@ -211,6 +237,13 @@ class TransformerBlock(_transformer.TransformerLayer):
             lora_targets=lora_targets,
             normalization=normalization,
             use_bias=use_bias,
+            position_embedding=position_embedding,
+            rotary_max_wavelength=rotary_max_wavelength,
+            rotary_scaling_factor=rotary_scaling_factor,
+            rotary_fraction=rotary_fraction,
+            qk_norm=qk_norm,
+            logit_soft_cap=logit_soft_cap,
+            gated_feedforward=gated_feedforward,
             **kwargs,
         )
         self.causal = causal
@@ -226,6 +259,7 @@ class TransformerBlock(_transformer.TransformerLayer):
             score=self.score,
             attention_impl=self.attention_impl,
             **self._attention_kwargs("self_attention", seed_offset=0),
+            **self._position_kwargs(),
         )
         self._self_attention.build(input_shape)
         self._self_attention_norm, self._self_attention_dropout = (

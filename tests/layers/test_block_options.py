@@ -1,4 +1,5 @@
-"""Block options of modern decoders: RMS normalization and no biases.
+"""Block options of modern decoders: RMS normalization, no biases, gated
+feed-forward, relative positions, QK-norm and logit soft-capping.
 
 Defaults stay as in release 0.1 (layer norm, biases), so existing configs
 and `.keras` files load and compute the same.
@@ -70,11 +71,21 @@ def test_defaults_are_release_0_1(cls):
     _call(block, x, source)
     config = block.get_config()
     assert config["normalization"] == "layer" and config["use_bias"] is True
-    old = {
-        k: v
-        for k, v in config.items()
-        if k not in ("normalization", "use_bias")
-    }
+    assert config["position_embedding"] is None
+    assert config["gated_feedforward"] is False
+    assert config["qk_norm"] is False and config["logit_soft_cap"] is None
+    new_keys = (
+        "normalization",
+        "use_bias",
+        "position_embedding",
+        "rotary_max_wavelength",
+        "rotary_scaling_factor",
+        "rotary_fraction",
+        "qk_norm",
+        "logit_soft_cap",
+        "gated_feedforward",
+    )
+    old = {k: v for k, v in config.items() if k not in new_keys}
     again = cls.from_config(old)  # a config saved before the options
     _call(again, x, source)
     again.set_weights(block.get_weights())
@@ -115,3 +126,97 @@ def test_option_errors_name_the_argument():
         TransformerBlock(HEADS, FF, normalization="batch")
     with pytest.raises(TypeError, match="argument `use_bias`"):
         TransformerDecoderBlock(HEADS, FF, use_bias="no")
+
+
+LLAMA = {
+    "normalization": "rms",
+    "use_bias": False,
+    "norm_first": True,
+    "activation": "silu",
+    "gated_feedforward": True,
+    "position_embedding": "rotary",
+    "qk_norm": True,
+    "logit_soft_cap": 30.0,
+    "num_key_value_heads": 1,
+    "dropout": 0.0,
+}
+
+
+def test_gated_feedforward_is_activation_gate_times_up():
+    x, _ = _data(3)
+    block = TransformerBlock(HEADS, FF, gated_feedforward=True)
+    block(x)
+    gate, up = block._feedforward_gate, block._feedforward_intermediate
+    assert up.activation is keras.activations.linear
+    y = harness.to_numpy(block._feedforward_norm(x))
+    expected = np.maximum(y @ harness.to_numpy(gate.kernel), 0.0) * (
+        y @ harness.to_numpy(up.kernel)
+    )
+    gate.bias.assign(np.zeros(FF, "float32"))
+    up.bias.assign(np.zeros(FF, "float32"))
+    got = gate(block._feedforward_norm(x)) * up(block._feedforward_norm(x))
+    harness.assert_close(got, expected, 1e-5)
+
+
+@pytest.mark.parametrize("cls", [TransformerBlock, TransformerDecoderBlock])
+def test_a_llama_style_block_decodes_from_its_cache(cls):
+    x, source = _data(4)
+    kwargs = dict(LLAMA)
+    if cls is TransformerBlock:
+        kwargs["causal"] = True
+    block = cls(HEADS, FF, **kwargs)
+    full = harness.to_numpy(_call(block, x, source))
+    if cls is TransformerBlock:
+        cache = block.init_cache(BATCH, LENGTH)
+    else:
+        cache = block.init_cache(source, LENGTH)
+    steps = []
+    for i in range(LENGTH):
+        step, cache = block(
+            x[:, i : i + 1],
+            **({} if cls is TransformerBlock else {"encoder_outputs": None}),
+            cache=cache,
+            cache_update_index=i,
+        )
+        steps.append(harness.to_numpy(step))
+    np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-4)
+
+
+def test_a_rotary_block_ignores_left_padding():
+    x, _ = _data(5)
+    block = TransformerBlock(
+        HEADS,
+        FF,
+        causal=True,
+        **{k: v for k, v in LLAMA.items() if k != "num_key_value_heads"},
+    )
+    alone = harness.to_numpy(block(x))
+    padded = np.concatenate([np.ones((BATCH, 2, WIDTH), "float32"), x], 1)
+    mask = np.concatenate(
+        [np.zeros((BATCH, 2), bool), np.ones((BATCH, LENGTH), bool)], 1
+    )
+    shifted = harness.to_numpy(block(padded, mask=mask))[:, 2:]
+    np.testing.assert_allclose(shifted, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("check", ["config", "train", "saving"])
+def test_contract_llama_style(check):
+    spec = harness.LayerSpec(
+        cls=TransformerBlock,
+        init_kwargs={"num_heads": HEADS, "ff_dim": FF, "causal": True, **LLAMA},
+        input_data=_data()[0],
+        mask=np.array([[1, 1, 1, 0, 0], [0] * 5], dtype=bool),
+        # Projections q, k, v, o; QK-norm scales; gate, up, down; 2 norms.
+        expected_num_trainable_weights=4 + 2 + 3 + 2,
+    )
+    harness.CHECKS[check](spec)
+
+
+def test_new_option_errors_name_the_argument():
+    for cls in (TransformerBlock, TransformerDecoderBlock):
+        with pytest.raises(ValueError, match="argument `position_embedding`"):
+            cls(HEADS, FF, position_embedding="t5")
+        with pytest.raises(TypeError, match="argument `gated_feedforward`"):
+            cls(HEADS, FF, gated_feedforward=1)
+        with pytest.raises(ValueError, match="argument `logit_soft_cap`"):
+            cls(HEADS, FF, logit_soft_cap=-3.0)
