@@ -6,6 +6,7 @@ imported on first access to one of their names. `serve_with_c_api` and
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
 from keras_selfattn.export.serving_check import CApiServer as CApiServer
 from keras_selfattn.export.serving_check import (
@@ -19,6 +20,21 @@ _LAZY = {
     "export_text_generator": "saved_model",
     "published_versions": "saved_model",
 }
+
+if TYPE_CHECKING:
+    # The lazy names, imported for static tools (the API docs, type
+    # checkers); at run time `__getattr__` imports them on first use.
+    from keras_selfattn.export.saved_model import (
+        export_classifier as export_classifier,
+    )
+    from keras_selfattn.export.saved_model import export_model as export_model
+    from keras_selfattn.export.saved_model import (
+        export_text_generator as export_text_generator,
+    )
+    from keras_selfattn.export.saved_model import (
+        published_versions as published_versions,
+    )
+
 
 __all__ = [
     "CApiServer",

@@ -8,6 +8,7 @@
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
 from keras_selfattn.models.classifier import (
     build_text_classifier as build_text_classifier,
@@ -28,6 +29,32 @@ _LAZY = {
     "tidy_spacing": "text_generator",
     "train_seq2seq": "seq2seq_training",
 }
+
+if TYPE_CHECKING:
+    # The lazy names, imported for static tools (the API docs, type
+    # checkers); at run time `__getattr__` imports them on first use.
+    from keras_selfattn.models.seq2seq_training import (
+        add_seq2seq_arguments as add_seq2seq_arguments,
+    )
+    from keras_selfattn.models.seq2seq_training import (
+        train_seq2seq as train_seq2seq,
+    )
+    from keras_selfattn.models.text_classifier import (
+        TextClassifier as TextClassifier,
+    )
+    from keras_selfattn.models.text_generator import (
+        TextGenerator as TextGenerator,
+    )
+    from keras_selfattn.models.text_generator import (
+        cross_attention_scores as cross_attention_scores,
+    )
+    from keras_selfattn.models.text_generator import (
+        make_seq2seq_dataset as make_seq2seq_dataset,
+    )
+    from keras_selfattn.models.text_generator import (
+        tidy_spacing as tidy_spacing,
+    )
+
 
 __all__ = [
     "Seq2SeqTransformer",

@@ -7,6 +7,7 @@ first access to one of these names.
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
 from keras_selfattn.text.files import find_split as find_split
 from keras_selfattn.text.files import read_columns as read_columns
@@ -17,6 +18,18 @@ _LAZY = {
     "learn_wordpiece_vocabulary": "wordpiece",
     "normalize_text": "wordpiece",
 }
+
+if TYPE_CHECKING:
+    # The lazy names, imported for static tools (the API docs, type
+    # checkers); at run time `__getattr__` imports them on first use.
+    from keras_selfattn.text.wordpiece import (
+        WordPieceTokenizer as WordPieceTokenizer,
+    )
+    from keras_selfattn.text.wordpiece import (
+        learn_wordpiece_vocabulary as learn_wordpiece_vocabulary,
+    )
+    from keras_selfattn.text.wordpiece import normalize_text as normalize_text
+
 
 __all__ = [
     "find_split",
