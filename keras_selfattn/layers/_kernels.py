@@ -36,6 +36,8 @@ inputs (`_untaped`), so an eager tape records none of their block tensors.
 Shapes: `B` batch, `N` heads, `T` length, `H` key size, `V` value size.
 """
 
+import math
+
 from keras import ops
 
 from keras_selfattn.layers import _masking
@@ -65,6 +67,7 @@ def attend(
     score_vector=None,
     alibi_slopes=None,
     soft_cap=None,
+    relative=None,
 ):
     """Masked softmax attention: the one entry to the kernels.
 
@@ -94,7 +97,10 @@ def attend(
         alibi_slopes: float32 `(N,)` or `None`: add `-slope_h * |i - j|`
             (query at position `i`, key at `j`) to head `h`'s scores.
         soft_cap: float or `None`: scores become `cap * tanh(s / cap)`
-            (after the ALiBi bias), before the softmax.
+            (after the position bias), before the softmax.
+        relative: `(table, num_buckets, max_distance, bidirectional)`: add
+            T5's learned bias `table[bucket(j - i), h]` (see `ScoreMod`),
+            with its gradient on every path; or `None`.
 
     Returns:
         `(context, probs, has_key)`: `context (B, N, T_q, V)` (zeros in a
@@ -103,7 +109,7 @@ def attend(
         row had an allowed key), or `None` when every row has one.
     """
     key, value = repeat_key_value(key, value, query.shape[1])
-    mod = ScoreMod(alibi_slopes, soft_cap)
+    mod = ScoreMod(alibi_slopes, soft_cap, relative)
     explicit = need_probs or dropout is not None or score_vector is not None
     if explicit or impl == "dense":
         return _dense(
@@ -198,7 +204,7 @@ def _dense(
     if not (need_probs or dropout is not None or score_vector is not None):
         # The fast dense path: a hand-written backward pass.
         context = grouped_dense_attention(
-            query, key, value, head_mask, bias, mod.soft_cap
+            query, key, value, head_mask, bias, mod.soft_cap, mod.learned
         )
         return context, None, has_key
     if score_vector is None:
@@ -229,23 +235,59 @@ def repeat_key_value(key, value, num_heads):
 
 class ScoreMod:
     """What happens to the scores between `q . k` and the softmax: an
-    ALiBi bias `-slope_h * |i - j|` and a `tanh` soft-cap. Every kernel
-    applies it to its tile of scores, given the tile's absolute positions.
+    additive position bias (ALiBi's `-slope_h * |i - j|`, or T5's learned
+    bias per bucket of `j - i`) and a `tanh` soft-cap. Every kernel applies
+    it to its tile of scores, given the tile's absolute positions.
 
     Args:
         slopes: float32 `(N,)` per-head ALiBi slopes, or `None`.
         soft_cap: float or `None`.
+        relative: `(table, num_buckets, max_distance, bidirectional)` for
+            T5's bias, `table` the learned `(num_buckets, N)` weights, or
+            `None`.
     """
 
-    def __init__(self, slopes=None, soft_cap=None):
+    def __init__(self, slopes=None, soft_cap=None, relative=None):
         self.slopes = slopes
         self.soft_cap = soft_cap
+        self.relative = relative
+
+    @property
+    def learned(self):
+        """Whether the bias has weights (its gradient is needed)."""
+        return self.relative is not None
+
+    def with_table(self, table):
+        """This mod with the relative bias read from the tensor `table`."""
+        _, num_buckets, max_distance, bidirectional = self.relative
+        return ScoreMod(
+            self.slopes,
+            self.soft_cap,
+            (table, num_buckets, max_distance, bidirectional),
+        )
+
+    def buckets(self, query_pos, key_pos):
+        """int32 `(..., C, L)` T5 buckets of `key_pos - query_pos`."""
+        _, num_buckets, max_distance, bidirectional = self.relative
+        return relative_buckets(
+            key_pos[..., None, :] - query_pos[..., :, None],
+            bidirectional,
+            num_buckets,
+            max_distance,
+        )
 
     def bias(self, query_pos, key_pos, heads=None):
-        """float32 `(1, n, C, L)` ALiBi bias for query positions
+        """float32 `(1, n, C, L)` position bias for query positions
         `(..., C)` and key positions `(..., L)` (extra leading axes come
         after the head axis), heads `heads` (a `(start, size)` pair, or
-        all); `None` without ALiBi."""
+        all); `None` without one."""
+        if self.relative is not None:
+            table = ops.cast(self.relative[0], "float32")  # (buckets, N)
+            if heads is not None:
+                table = table[:, heads[0] : heads[0] + heads[1]]
+            values = ops.take(table, self.buckets(query_pos, key_pos), 0)
+            rank = len(values.shape)  # (..., C, L, n) -> (n, ..., C, L)
+            return ops.transpose(values, (rank - 1, *range(rank - 1)))[None]
         if self.slopes is None:
             return None
         slopes = ops.cast(self.slopes, "float32")
@@ -270,7 +312,34 @@ class ScoreMod:
 
     @property
     def active(self):
-        return self.slopes is not None or self.soft_cap is not None
+        return (
+            self.slopes is not None
+            or self.soft_cap is not None
+            or self.relative is not None
+        )
+
+
+def relative_buckets(relative, bidirectional, num_buckets, max_distance):
+    """T5's bucket of each relative position `j - i` (int32): exact for
+    small distances, logarithmic up to `max_distance`, then the last
+    bucket; with `bidirectional`, half the buckets for keys after the
+    query (Raffel et al., 2020)."""
+    relative = ops.cast(relative, "int32")
+    buckets = 0
+    if bidirectional:
+        num_buckets //= 2
+        buckets = ops.cast(ops.greater(relative, 0), "int32") * num_buckets
+        distance = ops.abs(relative)
+    else:
+        distance = ops.maximum(-relative, 0)
+    exact = num_buckets // 2
+    ratio = ops.log(ops.cast(ops.maximum(distance, 1), "float32") / exact)
+    large = exact + ops.cast(
+        ratio / math.log(max_distance / exact) * (num_buckets - exact),
+        "int32",
+    )
+    large = ops.minimum(large, num_buckets - 1)
+    return buckets + ops.where(ops.less(distance, exact), distance, large)
 
 
 # Score elements (B * N * block * keys) that one query block may hold: about
@@ -504,10 +573,11 @@ def _full_key_attention(
         """`x` split into the head groups (axis 1)."""
         return _split(x, 1, head_sizes)
 
-    def block_probs(q, k, mask, i, heads):
+    def block_probs(q, k, mask, i, heads, mod):
         """float32 probabilities `(B, n, C, T')` of query block `q` (block
-        `i`, the `(start, size)` head group `heads`), and `tanh(s / cap)`
-        (for the soft-cap's gradient) or `None`."""
+        `i`, the `(start, size)` head group `heads`) under the score mod
+        `mod`, and `tanh(s / cap)` (for the soft-cap's gradient) or
+        `None`."""
         scores = ops.einsum("bnch,bnkh->bnck", q, k)
         capped = None
         if mod.active:
@@ -516,8 +586,11 @@ def _full_key_attention(
         return _masking.fused_masked_softmax(scores, mask), capped
 
     @ops.custom_gradient
-    def attend(query_blocks, key, value):
+    def attend(query_blocks, key, value, *table):
         query_blocks, key, value = _untaped(query_blocks, key, value)
+        # A learned bias reads its table from this function's input, so
+        # its gradient is returned below.
+        block_mod = mod.with_table(_untaped(*table)[0]) if table else mod
         keys, values = by_head(key), by_head(value)
 
         def forward_block(i):
@@ -527,7 +600,10 @@ def _full_key_attention(
                 [
                     ops.einsum(
                         "bnck,bnkv->bncv",
-                        ops.cast(block_probs(q_g, k_g, mask, i, g)[0], dtype),
+                        ops.cast(
+                            block_probs(q_g, k_g, mask, i, g, block_mod)[0],
+                            dtype,
+                        ),
                         v_g,
                     )
                     for q_g, k_g, v_g, g in zip(
@@ -558,7 +634,7 @@ def _full_key_attention(
             def backward_group(q, k, v, d_o, row_term, heads, mask, i):
                 """This block's `(dQ, dK, dV)` for one head group."""
                 # Recompute the probabilities, exactly as forward.
-                probs, capped = block_probs(q, k, mask, i, heads)  # f32
+                probs, capped = block_probs(q, k, mask, i, heads, block_mod)
                 probs_c = ops.cast(probs, dtype)
                 d_v = ops.einsum("bnck,bncv->bnkv", probs_c, d_o)
                 d_probs = ops.einsum("bncv,bnkv->bnck", d_o, v)
@@ -567,13 +643,15 @@ def _full_key_attention(
                 if capped is not None:
                     # d/ds cap * tanh(s / cap) = 1 - tanh^2.
                     d_scores = d_scores * (1.0 - ops.square(capped))
+                # The learned bias's gradient: dS summed over the batch.
+                d_bias = ops.sum(d_scores, axis=0) if table else None
                 d_scores = ops.cast(d_scores, dtype)  # (B, n, C, T')
                 d_q = ops.einsum("bnck,bnkh->bnch", d_scores, k)
                 d_k = ops.einsum("bnck,bnch->bnkh", d_scores, q)
-                return d_q, d_k, d_v
+                return d_q, d_k, d_v, d_bias
 
             def backward_block(i, carry):
-                d_query, d_key, d_value = carry
+                d_query, d_key, d_value = carry[:3]
                 mask = block_mask(i)
                 parts = [
                     backward_group(*group, mask, i)
@@ -596,21 +674,41 @@ def _full_key_attention(
                 # Write block `i` of the query gradient without a scatter.
                 here = ops.equal(block_ids, i)[None, None, :, None, None]
                 d_query = ops.where(here, d_q[:, :, None], d_query)
-                return d_query, d_key, d_value
+                if not table:
+                    return d_query, d_key, d_value
+                # Sum this block's dS (N, C, T') into the table's buckets.
+                d_bias = _concat([part[3] for part in parts], axis=0)
+                buckets = block_mod.buckets(i * block + block_pos, key_pos)
+                d_table = ops.segment_sum(
+                    ops.reshape(ops.transpose(d_bias, (1, 2, 0)), (-1, heads)),
+                    ops.reshape(buckets, (-1,)),
+                    num_segments=table[0].shape[0],
+                )  # (buckets, N)
+                return d_query, d_key, d_value, carry[3] + d_table
 
             init = (
                 ops.zeros_like(query_blocks),
                 ops.zeros_like(ops.cast(key, "float32")),
                 ops.zeros_like(ops.cast(value, "float32")),
             )
-            d_query, d_key, d_value = ops.fori_loop(
-                0, num_blocks, backward_block, init
-            )
-            return d_query, ops.cast(d_key, dtype), ops.cast(d_value, dtype)
+            if table:
+                init += (ops.zeros_like(ops.cast(table[0], "float32")),)
+            result = ops.fori_loop(0, num_blocks, backward_block, init)
+            d_query, d_key, d_value = result[:3]
+            grads = (d_query, ops.cast(d_key, dtype), ops.cast(d_value, dtype))
+            if table:
+                grads += (ops.cast(result[3], table[0].dtype),)
+            return grads
 
         return out, grad
 
-    context = attend(query_blocks, key, value)
+    if mod.learned:
+        # Read the table here: the custom gradient takes a tensor, not the
+        # variable (whose gradient it returns as the input's).
+        table = ops.copy(mod.relative[0])  # (buckets, N)
+        context = attend(query_blocks, key, value, table)
+    else:
+        context = attend(query_blocks, key, value)
     if valid_blocks is None and key_valid is None and attn_blocks is None:
         # Every query is valid and sees at least itself (causal keeps the
         # diagonal): every row has a key.
@@ -710,6 +808,7 @@ def _banded_attention(
         ops.reshape(mask, (ops.shape(mask)[0], -1, block, span)),
         bias,
         mod.soft_cap,
+        mod.learned,
     )  # (B, N * n, C, V)
     context = ops.reshape(
         context, (shape[0], shape[1], padded_len, value.shape[-1])
@@ -732,7 +831,9 @@ def _pad_front_back(x, before, after, axis):
     return ops.concatenate(parts, axis=axis)
 
 
-def dense_attention(query, key, value, mask=None, bias=None, soft_cap=None):
+def dense_attention(
+    query, key, value, mask=None, bias=None, soft_cap=None, bias_grad=False
+):
     """`softmax(q k^T) v` with a hand-written backward pass.
 
     The same arithmetic as autodiff of scores -> masked softmax -> mixing,
@@ -749,6 +850,7 @@ def dense_attention(query, key, value, mask=None, bias=None, soft_cap=None):
         bias: float32 broadcastable to `(B, N, T_q, T_k)`, added to the
             scores (a constant: no gradient), or `None`.
         soft_cap: float or `None` (see `ScoreMod`).
+        bias_grad: bool, whether `bias` gets a gradient (a learned bias).
 
     Returns:
         The mixed values `(B, N, T_q, V)`; exact zeros in a row with no
@@ -756,13 +858,15 @@ def dense_attention(query, key, value, mask=None, bias=None, soft_cap=None):
     """
     dtype = query.dtype
     mod = ScoreMod(soft_cap=soft_cap)
+    learned = bias is not None and bias_grad
 
     @ops.custom_gradient
-    def attend(query, key, value):
+    def attend(query, key, value, *learned_bias):
         query, key, value = _untaped(query, key, value)
+        bias_in = _untaped(*learned_bias)[0] if learned_bias else bias
         scores = ops.einsum("bnqh,bnkh->bnqk", query, key)  # (B, N, Tq, Tk)
-        if bias is not None or soft_cap is not None:
-            scores, capped = mod.apply(scores, bias)
+        if bias_in is not None or soft_cap is not None:
+            scores, capped = mod.apply(scores, bias_in)
         probs = _masking.fused_masked_softmax(scores, mask)  # float32
         probs_c = ops.cast(probs, dtype)
         out = ops.einsum("bnqk,bnkv->bnqv", probs_c, value)  # (B, N, Tq, V)
@@ -787,13 +891,24 @@ def dense_attention(query, key, value, mask=None, bias=None, soft_cap=None):
             if soft_cap is not None:
                 # d/ds cap * tanh(s / cap) = 1 - tanh^2.
                 d_scores = d_scores * (1.0 - ops.square(capped))
+            grads = ()
+            if learned_bias:
+                # The bias broadcasts over the batch (and maybe rows).
+                axes = tuple(
+                    axis
+                    for axis, size in enumerate(learned_bias[0].shape)
+                    if size == 1 and d_scores.shape[axis] != 1
+                )
+                grads = (ops.sum(d_scores, axis=axes, keepdims=True),)
             d_scores = ops.cast(d_scores, dtype)
             d_query = ops.einsum("bnqk,bnkh->bnqh", d_scores, key)
             d_key = ops.matmul(ops.swapaxes(d_scores, -1, -2), query)
-            return d_query, d_key, d_value
+            return (d_query, d_key, d_value, *grads)
 
         return out, grad
 
+    if learned:
+        return attend(query, key, value, bias)
     return attend(query, key, value)
 
 
@@ -868,7 +983,7 @@ def _split(x, axis, sizes):
 
 
 def grouped_dense_attention(
-    query, key, value, mask=None, bias=None, soft_cap=None
+    query, key, value, mask=None, bias=None, soft_cap=None, bias_grad=False
 ):
     """`dense_attention` run as independent groups of batch elements, heads
     and query rows.
@@ -888,6 +1003,7 @@ def grouped_dense_attention(
         mask: bool `(B|1, N|1, T_q|1, T_k|1)` (rank 4), or `None`.
         bias: float32 `(1, N, T_q, T_k)` added to the scores, or `None`.
         soft_cap: float or `None` (see `ScoreMod`).
+        bias_grad: bool, whether `bias` gets a gradient (a learned bias).
 
     Returns:
         The mixed values `(B, N, T_q, V)`, as `dense_attention`.
@@ -908,7 +1024,9 @@ def grouped_dense_attention(
         # A mask of unknown size along a split axis: no static split.
         nb = nh = nq = 1
     if nb * nh * nq == 1:
-        return dense_attention(query, key, value, mask, bias, soft_cap)
+        return dense_attention(
+            query, key, value, mask, bias, soft_cap, bias_grad
+        )
     # Each group is (first batch element, batch elements, first head,
     # heads): whole batch elements, or some heads of one batch element.
     starts = _starts(_even_sizes(batch, nb) if nb > 1 else [batch])
@@ -948,7 +1066,7 @@ def grouped_dense_attention(
     for (b, bs, h, hs), q, k, v in zip(groups, *pieces, strict=True):
         out = _concat(
             [
-                dense_attention(q_r, k, v, m_r, b_r, soft_cap)
+                dense_attention(q_r, k, v, m_r, b_r, soft_cap, bias_grad)
                 for q_r, m_r, b_r in zip(
                     _split(q, 2, row_sizes),
                     group_part(mask, b, bs, h, hs),

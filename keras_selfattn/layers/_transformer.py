@@ -51,6 +51,8 @@ class TransformerLayer(keras.layers.Layer):
         rotary_fraction=1.0,
         qk_norm=False,
         logit_soft_cap=None,
+        relative_num_buckets=32,
+        relative_max_distance=128,
         gated_feedforward=False,
         **kwargs,
     ):
@@ -62,6 +64,8 @@ class TransformerLayer(keras.layers.Layer):
             rotary_fraction,
             qk_norm,
             logit_soft_cap,
+            relative_num_buckets,
+            relative_max_distance,
         ) = _validation.attention_options(
             position_embedding,
             rotary_max_wavelength,
@@ -69,6 +73,8 @@ class TransformerLayer(keras.layers.Layer):
             rotary_fraction,
             qk_norm,
             logit_soft_cap,
+            relative_num_buckets,
+            relative_max_distance,
         )
         gated_feedforward = _validation.boolean(
             "gated_feedforward", gated_feedforward
@@ -127,6 +133,8 @@ class TransformerLayer(keras.layers.Layer):
         self.rotary_fraction = rotary_fraction
         self.qk_norm = qk_norm
         self.logit_soft_cap = logit_soft_cap
+        self.relative_num_buckets = relative_num_buckets
+        self.relative_max_distance = relative_max_distance
         self.gated_feedforward = gated_feedforward
         self.supports_masking = True
 
@@ -174,6 +182,8 @@ class TransformerLayer(keras.layers.Layer):
             "rotary_max_wavelength": self.rotary_max_wavelength,
             "rotary_scaling_factor": self.rotary_scaling_factor,
             "rotary_fraction": self.rotary_fraction,
+            "relative_num_buckets": self.relative_num_buckets,
+            "relative_max_distance": self.relative_max_distance,
         }
 
     def _norm_and_dropout(self, prefix, input_shape, seed_offset):
@@ -394,6 +404,8 @@ class TransformerLayer(keras.layers.Layer):
             "rotary_fraction": self.rotary_fraction,
             "qk_norm": self.qk_norm,
             "logit_soft_cap": self.logit_soft_cap,
+            "relative_num_buckets": self.relative_num_buckets,
+            "relative_max_distance": self.relative_max_distance,
             "gated_feedforward": self.gated_feedforward,
         }
         # Quantized sub-layers record their policies (see _quantization).

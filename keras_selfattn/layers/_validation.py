@@ -158,7 +158,7 @@ def lora_arguments(rank, alpha, targets):
 
 
 # The `position_embedding` schemes of the attention layers and blocks.
-POSITION_EMBEDDINGS = (None, "rotary", "alibi")
+POSITION_EMBEDDINGS = (None, "rotary", "alibi", "relative")
 
 
 def attention_options(
@@ -168,6 +168,8 @@ def attention_options(
     rotary_fraction,
     qk_norm,
     logit_soft_cap,
+    relative_num_buckets=32,
+    relative_max_distance=128,
 ):
     """Check the position and score options of an attention layer or
     block; returns them normalized, in the same order."""
@@ -190,6 +192,23 @@ def attention_options(
         logit_soft_cap = positive_float(
             "logit_soft_cap", logit_soft_cap, finite=True
         )
+    relative_num_buckets = positive_int(
+        "relative_num_buckets", relative_num_buckets
+    )
+    if relative_num_buckets < 4:
+        raise invalid(
+            "relative_num_buckets", "an integer >= 4", relative_num_buckets
+        )
+    relative_max_distance = positive_int(
+        "relative_max_distance", relative_max_distance
+    )
+    if relative_max_distance <= relative_num_buckets // 2:
+        raise invalid(
+            "relative_max_distance",
+            "an integer > relative_num_buckets // 2 "
+            f"({relative_num_buckets // 2})",
+            relative_max_distance,
+        )
     return (
         position_embedding,
         rotary_max_wavelength,
@@ -197,4 +216,6 @@ def attention_options(
         rotary_fraction,
         qk_norm,
         logit_soft_cap,
+        relative_num_buckets,
+        relative_max_distance,
     )

@@ -112,17 +112,20 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             Defaults to `None`: a power of two from 16 to 512 chosen from the
             static shape so that one block holds about 16M scores (with
             `window=w`, about `w`).
-        position_embedding: `None`, `"rotary"` or `"alibi"`: relative
-            positions inside the attention (they need
+        position_embedding: `None`, `"rotary"`, `"alibi"` or `"relative"`:
+            relative positions inside the attention (they need
             `score="dot_product"`). `"rotary"` rotates queries and keys
             at their positions (RoFormer, Llama; see `RotaryEmbedding`);
             `"alibi"` adds `-m_h * |i - j|` to head `h`'s scores, with
-            Press et al.'s slopes `m_h` (BLOOM, MPT). Both depend on `i - j`
-            only: a sequence padded on the left attends as the unpadded
-            one, and a cached step at position `p` equals row `p` of the
-            full call. They apply on every path (dense, chunked, banded,
-            cached). Defaults to `None` (no positions: add them to the
-            inputs, e.g. with `PositionalEncoding`).
+            Press et al.'s slopes `m_h` (BLOOM, MPT); `"relative"` adds
+            T5's learned bias per bucket of `j - i` (a weight
+            `relative_attention_bias` of shape `(relative_num_buckets,
+            num_heads)`). All depend on `i - j` only: a sequence padded
+            on the left attends as the unpadded one, and a cached step at
+            position `p` equals row `p` of the full call. They apply on
+            every path (dense, chunked, banded, cached). Defaults to
+            `None` (no positions: add them to the inputs, e.g. with
+            `PositionalEncoding`).
         rotary_max_wavelength: float, the rotary embedding's longest
             wavelength (Llama's `rope_theta`). Defaults to `10000`.
         rotary_scaling_factor: float, divides the rotary frequencies
@@ -135,6 +138,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             heads) before the scores, as in OLMo 2, Qwen 3 and Gemma 3;
             it keeps the logits bounded in long or low-precision training.
             Defaults to `False`.
+        relative_num_buckets: int >= 4, the buckets of
+            `position_embedding="relative"` (T5's learned bias per bucket
+            of `j - i` and per head: exact distances first, then
+            logarithmic; half for later keys unless `causal`). Defaults to
+            `32`.
+        relative_max_distance: int, distances from this on share the last
+            bucket. Defaults to `128`.
         logit_soft_cap: float or `None`: cap the scores smoothly,
             `s -> cap * tanh(s / cap)`, before the softmax (Gemma 2 uses
             50), on every path and backend. Defaults to `None`.
@@ -254,6 +264,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         rotary_fraction=1.0,
         qk_norm=False,
         logit_soft_cap=None,
+        relative_num_buckets=32,
+        relative_max_distance=128,
         **kwargs,
     ):
         num_heads = _validation.positive_int("num_heads", num_heads)
@@ -264,6 +276,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             rotary_fraction,
             qk_norm,
             logit_soft_cap,
+            relative_num_buckets,
+            relative_max_distance,
         ) = _validation.attention_options(
             position_embedding,
             rotary_max_wavelength,
@@ -271,6 +285,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             rotary_fraction,
             qk_norm,
             logit_soft_cap,
+            relative_num_buckets,
+            relative_max_distance,
         )
         lora_rank, lora_alpha, lora_targets = _validation.lora_arguments(
             lora_rank, lora_alpha, lora_targets
@@ -341,6 +357,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.rotary_fraction = rotary_fraction
         self.qk_norm = qk_norm
         self.logit_soft_cap = logit_soft_cap
+        self.relative_num_buckets = relative_num_buckets
+        self.relative_max_distance = relative_max_distance
         self._alibi_slopes = None
         if position_embedding == "alibi":
             self._alibi_slopes = _positions.alibi_slopes(num_heads)
@@ -411,6 +429,16 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 ),
                 regularizer=self.kernel_regularizer,
                 constraint=self.kernel_constraint,
+            )
+        if self.position_embedding == "relative":
+            # T5's learned bias, one per (bucket, head).
+            self.relative_attention_bias = self.add_weight(
+                name="relative_attention_bias",
+                shape=(self.relative_num_buckets, heads),
+                initializer=keras.initializers.RandomNormal(
+                    stddev=query_dim**-0.5,
+                    seed=None if self.seed is None else self.seed + 11,
+                ),
             )
         if self.qk_norm:
             # One RMS-norm scale per feature, shared by the heads.
@@ -805,6 +833,17 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             key = _rotate(key, positions, *rotate)
         return query, key
 
+    def _relative(self):
+        """The seam's `relative` argument (T5 bias), or `None`."""
+        if self.position_embedding != "relative":
+            return None
+        return (
+            self.relative_attention_bias,
+            self.relative_num_buckets,
+            self.relative_max_distance,
+            not self.causal,  # bidirectional
+        )
+
     def _scale_query(self, query):
         """Dot-product queries times `1 / sqrt(key_dim)` (the smaller
         tensor, not the `T_q x T_k` scores); additive ones unchanged."""
@@ -833,6 +872,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             score_vector=getattr(self, "score_vector", None),
             alibi_slopes=self._alibi_slopes,
             soft_cap=self.logit_soft_cap,
+            relative=self._relative(),
             **masks,
         )  # (B, N, T_q, V)
         outputs = self._project_output(context)  # (B, T_q, O)
@@ -1065,6 +1105,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             "rotary_fraction": self.rotary_fraction,
             "qk_norm": self.qk_norm,
             "logit_soft_cap": self.logit_soft_cap,
+            "relative_num_buckets": self.relative_num_buckets,
+            "relative_max_distance": self.relative_max_distance,
         }
         # Quantized projections record their policies (see _quantization).
         return _quantization.config_with_quantized(self, config)

@@ -85,7 +85,8 @@ class TransformerBlock(_transformer.TransformerLayer):
         use_bias: bool, whether the attention projections, the
             feed-forward layers and the layer norms' offsets have biases
             (`False`: none anywhere in the block). Defaults to `True`.
-        position_embedding: `None`, `"rotary"` or `"alibi"`: relative
+        position_embedding: `None`, `"rotary"`, `"alibi"` or `"relative"`
+            (T5's learned bias, see `relative_num_buckets`): relative
             positions inside the self-attention (see
             `MultiHeadSelfAttention`); with them, no positions need adding
             to the inputs. Defaults to `None`.
@@ -95,6 +96,10 @@ class TransformerBlock(_transformer.TransformerLayer):
             Defaults to `1.0`.
         rotary_fraction: float in (0, 1], the share of each head that
             rotates. Defaults to `1.0`.
+        relative_num_buckets: int, the buckets of
+            `position_embedding="relative"`. Defaults to `32`.
+        relative_max_distance: int, where its last bucket starts.
+            Defaults to `128`.
         qk_norm: bool, RMS-normalize each head's queries and keys before
             the scores (every attention of the block). Defaults to `False`.
         logit_soft_cap: float or `None`, `s -> cap * tanh(s / cap)` on the
@@ -211,6 +216,8 @@ class TransformerBlock(_transformer.TransformerLayer):
         qk_norm=False,
         logit_soft_cap=None,
         gated_feedforward=False,
+        relative_num_buckets=32,
+        relative_max_distance=128,
         **kwargs,
     ):
         causal = _validation.boolean("causal", causal)
@@ -244,6 +251,8 @@ class TransformerBlock(_transformer.TransformerLayer):
             qk_norm=qk_norm,
             logit_soft_cap=logit_soft_cap,
             gated_feedforward=gated_feedforward,
+            relative_num_buckets=relative_num_buckets,
+            relative_max_distance=relative_max_distance,
             **kwargs,
         )
         self.causal = causal

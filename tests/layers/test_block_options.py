@@ -158,10 +158,11 @@ def test_gated_feedforward_is_activation_gate_times_up():
     harness.assert_close(got, expected, 1e-5)
 
 
+@pytest.mark.parametrize("scheme", ["rotary", "alibi", "relative"])
 @pytest.mark.parametrize("cls", [TransformerBlock, TransformerDecoderBlock])
-def test_a_llama_style_block_decodes_from_its_cache(cls):
+def test_a_llama_style_block_decodes_from_its_cache(cls, scheme):
     x, source = _data(4)
-    kwargs = dict(LLAMA)
+    kwargs = {**LLAMA, "position_embedding": scheme}
     if cls is TransformerBlock:
         kwargs["causal"] = True
     block = cls(HEADS, FF, **kwargs)
@@ -197,6 +198,30 @@ def test_a_rotary_block_ignores_left_padding():
     )
     shifted = harness.to_numpy(block(padded, mask=mask))[:, 2:]
     np.testing.assert_allclose(shifted, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("check", ["config", "train", "saving"])
+def test_contract_t5_style(check):
+    spec = harness.LayerSpec(
+        cls=TransformerDecoderBlock,
+        init_kwargs={
+            "num_heads": HEADS,
+            "ff_dim": FF,
+            "position_embedding": "relative",
+            "relative_num_buckets": 8,
+            "relative_max_distance": 16,
+            "use_bias": False,
+            "normalization": "rms",
+            "norm_first": True,
+        },
+        input_data=_data()[0],
+        extra_inputs={"encoder_outputs": _data()[1]},
+        mask=np.array([[1, 1, 1, 0, 0], [0] * 5], dtype=bool),
+        # Self- and cross-attention projections, the bias table, two dense
+        # layers and three RMS norms.
+        expected_num_trainable_weights=4 + 4 + 1 + 2 + 3,
+    )
+    harness.CHECKS[check](spec)
 
 
 @pytest.mark.parametrize("check", ["config", "train", "saving"])

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from keras_selfattn import MultiHeadSelfAttention
 from keras_selfattn import PositionalEncoding
+from keras_selfattn.layers import _kernels
 from keras_selfattn.layers import _positions
 from tests import harness
 
@@ -35,6 +36,14 @@ OPTIONS = {
         "position_embedding": "rotary",
         "qk_norm": True,
         "logit_soft_cap": 1.0,
+        "num_key_value_heads": 1,
+    },
+    "relative": {"position_embedding": "relative"},
+    "relative_window_gqa": {
+        "position_embedding": "relative",
+        "relative_num_buckets": 6,
+        "relative_max_distance": 4,
+        "window": 2,
         "num_key_value_heads": 1,
     },
     "alibi_window_cap": {
@@ -112,6 +121,47 @@ def test_alibi_slopes_follow_the_paper():
     np.testing.assert_allclose(_positions.alibi_slopes(12), expected)
 
 
+def t5_bucket_reference(relative, bidirectional, num_buckets, max_distance):
+    """T5's bucket (Raffel et al.; the Mesh TensorFlow / Hugging Face
+    formula) of each relative position `j - i`, in NumPy."""
+    relative = np.asarray(relative)
+    buckets = np.zeros_like(relative)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative > 0) * num_buckets
+        distance = np.abs(relative)
+    else:
+        distance = -np.minimum(relative, 0)
+    exact = num_buckets // 2
+    with np.errstate(divide="ignore"):
+        large = exact + (
+            np.log(np.maximum(distance, 1) / exact)
+            / np.log(max_distance / exact)
+            * (num_buckets - exact)
+        ).astype(np.int64)
+    large = np.minimum(large, num_buckets - 1)
+    return buckets + np.where(distance < exact, distance, large)
+
+
+def test_t5_buckets_match_the_reference():
+    relative = np.arange(-300, 301)
+    for bidirectional in (True, False):
+        for buckets, distance in ((32, 128), (6, 4), (8, 20)):
+            got = _kernels.relative_buckets(
+                relative, bidirectional, buckets, distance
+            )
+            expected = t5_bucket_reference(
+                relative, bidirectional, buckets, distance
+            )
+            np.testing.assert_array_equal(harness.to_numpy(got), expected)
+    # A few values by hand (32 buckets up to 128, bidirectional): exact
+    # distances first, later keys in the upper half, then logarithmic.
+    got = _kernels.relative_buckets(
+        np.array([0, 1, -1, -8, -127, -500]), True, 32, 128
+    )
+    assert harness.to_numpy(got).tolist() == [0, 17, 1, 8, 15, 15]
+
+
 def _reference_probs(layer, x, mask, causal=False):
     """NumPy probabilities of the layer's scores with its options."""
     w = {harness.weight_name(v): harness.to_numpy(v) for v in layer.weights}
@@ -144,6 +194,16 @@ def _reference_probs(layer, x, mask, causal=False):
         slopes = _positions.alibi_slopes(HEADS)[None, :, None, None]
         i = np.arange(x.shape[1])
         scores = scores - slopes * np.abs(i[:, None] - i[None, :])
+    if layer.position_embedding == "relative":
+        i = np.arange(x.shape[1])
+        buckets = t5_bucket_reference(
+            i[None, :] - i[:, None],
+            not layer.causal,
+            layer.relative_num_buckets,
+            layer.relative_max_distance,
+        )  # (T_q, T_k)
+        table = w["relative_attention_bias"]  # (buckets, N)
+        scores = scores + np.transpose(table[buckets], (2, 0, 1))[None]
     if layer.logit_soft_cap:
         cap = layer.logit_soft_cap
         scores = cap * np.tanh(scores / cap)
@@ -256,7 +316,7 @@ def _left_padded(x, pad):
     return padded, mask
 
 
-@pytest.mark.parametrize("scheme", ["rotary", "alibi"])
+@pytest.mark.parametrize("scheme", ["rotary", "alibi", "relative"])
 @pytest.mark.parametrize("impl", ["dense", "chunked"])
 def test_left_padding_does_not_change_relative_positions(scheme, impl):
     x = _inputs(7)
@@ -289,6 +349,8 @@ def test_left_padding_changes_absolute_positions():
 def test_option_errors_name_the_argument():
     for kwargs, name in (
         ({"position_embedding": "relative_t5"}, "position_embedding"),
+        ({"relative_num_buckets": 3}, "relative_num_buckets"),
+        ({"relative_max_distance": 16}, "relative_max_distance"),
         ({"position_embedding": "rotary", "score": "additive"}, "position"),
         ({"rotary_fraction": 1.5}, "rotary_fraction"),
         ({"rotary_fraction": 0}, "rotary_fraction"),
