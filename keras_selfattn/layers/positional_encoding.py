@@ -252,8 +252,12 @@ class PositionalEncoding(keras.layers.Layer):
         if self.kind == "learned":
             # `Slice` checks its bounds at run time, so a graph with unknown
             # lengths still fails past the end of the table.
+            # The variable read as a tensor first: JAX cannot slice a Keras
+            # variable directly.
             return ops.slice(
-                self.embeddings, (start, 0), (seq_len, encoding_dim)
+                ops.convert_to_tensor(self.embeddings),
+                (start, 0),
+                (seq_len, encoding_dim),
             )  # (T, E)
         if self.max_length is None:
             positions = ops.arange(seq_len, dtype="int32") + start  # (T,)
