@@ -1,4 +1,4 @@
-"""Overhead of relative positions (rotary, ALiBi) inside attention.
+"""Overhead of relative positions (rotary, ALiBi, T5) inside attention.
 
 `MultiHeadSelfAttention(8 heads, width 256, causal=True)`, one
 forward+backward step (the gradients with respect to the input and every
@@ -8,6 +8,8 @@ variant of the layer:
 - `plain`: no positions;
 - `rotary`: `position_embedding="rotary"`;
 - `alibi`: `position_embedding="alibi"`;
+- `relative`: `position_embedding="relative"` (T5's learned bias; reported,
+  no target);
 - `soft_cap`: `logit_soft_cap=50.0` (reported, no target);
 - `qk_norm`: `qk_norm=True` (reported, no target).
 
@@ -52,6 +54,7 @@ VARIANTS = {
     "plain": {},
     "rotary": {"position_embedding": "rotary"},
     "alibi": {"position_embedding": "alibi"},
+    "relative": {"position_embedding": "relative"},
     "soft_cap": {"logit_soft_cap": 50.0},
     "qk_norm": {"qk_norm": True},
 }
