@@ -824,13 +824,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             if key is not None:
                 key = _rms_norm(key, self.key_norm_scale)
         if self.position_embedding == "rotary":
-            rotate = (
-                self._rotary_dim,
+            rotary = (
                 self.rotary_max_wavelength,
                 self.rotary_scaling_factor,
+                self._rotary_dim,
             )
-            query = _rotate(query, positions, *rotate)
-            key = _rotate(key, positions, *rotate)
+            query = _positions.apply_rotary(query, positions, *rotary)
+            key = _positions.apply_rotary(key, positions, *rotary)
         return query, key
 
     def _relative(self):
@@ -1117,12 +1117,6 @@ def _rms_norm(x, scale, epsilon=1e-6):
     x32 = ops.cast(x, "float32")
     rms = ops.rsqrt(ops.mean(ops.square(x32), axis=-1, keepdims=True) + epsilon)
     return ops.cast(x32 * rms * ops.cast(scale, "float32"), x.dtype)
-
-
-def _rotate(x, positions, dim, max_wavelength, scaling_factor):
-    return _positions.apply_rotary(
-        x, positions, max_wavelength, scaling_factor, dim
-    )
 
 
 class _Projection(keras.layers.EinsumDense):
