@@ -108,7 +108,6 @@ def attend(
         and `has_key` bool broadcastable to `(B, 1, T_q, 1)` (whether each
         row had an allowed key), or `None` when every row has one.
     """
-    key, value = repeat_key_value(key, value, query.shape[1])
     mod = ScoreMod(alibi_slopes, soft_cap, relative)
     explicit = need_probs or dropout is not None or score_vector is not None
     if explicit or impl == "dense":
@@ -130,6 +129,7 @@ def attend(
     args = (query, key, value, query_valid, key_valid, attention_mask)
 
     def chunked():
+        repeated = repeat_key_value(key, value, query.shape[1])
         size = block or block_size(
             query.shape[1], query.shape[0], query.shape[2], window
         )
@@ -137,7 +137,13 @@ def attend(
             # Never pad a short sequence up to one oversized block.
             size = min(size, query.shape[2])
         context, has_key = chunked_attention(
-            *args, causal=causal, window=window, block=size, mod=mod
+            query,
+            *repeated,
+            *args[3:],
+            causal=causal,
+            window=window,
+            block=size,
+            mod=mod,
         )
         return context, has_key
 
@@ -202,11 +208,13 @@ def _dense(
         ops.arange(ops.shape(key)[2], dtype="int32"),
     )  # (1, N, T_q, T_k) float32, or None
     if not (need_probs or dropout is not None or score_vector is not None):
-        # The fast dense path: a hand-written backward pass.
+        # The fast dense path: a hand-written backward pass, and grouped
+        # query heads read their shared key/value head without copies.
         context = grouped_dense_attention(
             query, key, value, head_mask, bias, mod.soft_cap, mod.learned
         )
         return context, None, has_key
+    key, value = repeat_key_value(key, value, query.shape[1])
     if score_vector is None:
         scores = ops.einsum("bnqh,bnkh->bnqk", query, key)  # (B,N,Tq,Tk)
     else:
@@ -298,6 +306,35 @@ class ScoreMod:
         extra = len(distance.shape) - 2
         slopes = ops.reshape(slopes, (-1,) + (1,) * (extra + 2))
         return -(slopes * distance)[None]  # (1, n, ..., C, L)
+
+    @property
+    def row_shift_free(self):
+        """Whether a per-row constant added to the bias leaves the
+        probabilities unchanged: ALiBi alone (a soft-cap is not
+        shift-invariant, a learned bias is read per bucket)."""
+        return (
+            self.slopes is not None
+            and self.soft_cap is None
+            and self.relative is None
+        )
+
+    def causal_bias(self, query_start, key_pos, heads=None):
+        """ALiBi's bias for a block of queries under a causal mask, as one
+        row `(1, n, 1, L)` float32 for the whole block.
+
+        On every allowed key (`j <= i`), `-slope * |i - j|` equals
+        `slope * (j - start) - slope * (i - start)`; the second term is
+        constant along the row, which the softmax ignores, so
+        `slope * (j - start)` gives the same probabilities (as KerasHub's
+        `AlibiBias`). Counting from the block's first query keeps the
+        values small (at most `slope * C` on allowed keys) so no precision
+        is lost. Only valid when `row_shift_free` and the mask is causal.
+        """
+        slopes = ops.cast(self.slopes, "float32")
+        if heads is not None:
+            slopes = slopes[heads[0] : heads[0] + heads[1]]
+        offset = ops.cast(key_pos - query_start, "float32")  # (L,)
+        return (slopes[:, None, None] * offset[None, None, :])[None]
 
     def apply(self, scores, bias):
         """float32 scores with the bias added and the cap applied, and
@@ -581,7 +618,11 @@ def _full_key_attention(
         scores = ops.einsum("bnch,bnkh->bnck", q, k)
         capped = None
         if mod.active:
-            bias = mod.bias(i * block + block_pos, key_pos, heads)
+            if causal and mod.row_shift_free:
+                # One bias row per block instead of a (n, C, T') tile.
+                bias = mod.causal_bias(i * block, key_pos, heads)
+            else:
+                bias = mod.bias(i * block + block_pos, key_pos, heads)
             scores, capped = mod.apply(scores, bias)
         return _masking.fused_masked_softmax(scores, mask), capped
 
@@ -842,10 +883,17 @@ def dense_attention(
     `V` values (FlashAttention's trick) instead of `sum(dP * P)` over the
     `T_k` keys, and only the probabilities are kept for it.
 
+    Grouped-query heads (`K < N` key/value heads) are not repeated: the `G =
+    N / K` query heads that share a key/value head are stacked as `G * T_q`
+    rows against it, `(B, K, G * T_q, H)` (a free reshape, since they are
+    consecutive), so every matmul reads each key and value once and the key
+    and value gradients sum over the group inside the matmul.
+
     Args:
         query: `(B, N, T_q, H)`, already multiplied by `1 / sqrt(H)`.
-        key: `(B, N, T_k, H)`.
-        value: `(B, N, T_k, V)`.
+        key: `(B, K, T_k, H)`, `K` dividing `N` (query head `h` reads
+            key/value head `h // (N / K)`).
+        value: `(B, K, T_k, V)`.
         mask: bool broadcastable to `(B, N, T_q, T_k)`, or `None`.
         bias: float32 broadcastable to `(B, N, T_q, T_k)`, added to the
             scores (a constant: no gradient), or `None`.
@@ -859,15 +907,40 @@ def dense_attention(
     dtype = query.dtype
     mod = ScoreMod(soft_cap=soft_cap)
     learned = bias is not None and bias_grad
+    heads, kv_heads = query.shape[1], key.shape[1]
+    groups = _groups(heads, kv_heads)
+    q_shape = ops.shape(query)
+    if groups > 1:
+        # (B, N, T_q, H) -> (B, K, G * T_q, H).
+        query = ops.reshape(query, (q_shape[0], kv_heads, -1, q_shape[3]))
+        mask, bias = (_by_kv_head(x, kv_heads, groups) for x in (mask, bias))
+
+    def by_group(x):
+        """Scores `(B, K, G * T_q, T_k)` -> `(B, K, G, T_q, T_k)`, the
+        shape the masks and biases broadcast against."""
+        if groups == 1:
+            return x
+        shape = ops.shape(x)
+        return ops.reshape(x, (shape[0], kv_heads, groups, -1, shape[3]))
+
+    def by_row(x):
+        """The inverse of `by_group`."""
+        if groups == 1:
+            return x
+        shape = ops.shape(x)
+        return ops.reshape(x, (shape[0], kv_heads, -1, shape[4]))
 
     @ops.custom_gradient
     def attend(query, key, value, *learned_bias):
         query, key, value = _untaped(query, key, value)
         bias_in = _untaped(*learned_bias)[0] if learned_bias else bias
         scores = ops.einsum("bnqh,bnkh->bnqk", query, key)  # (B, N, Tq, Tk)
+        scores = by_group(scores)
+        capped = None
         if bias_in is not None or soft_cap is not None:
             scores, capped = mod.apply(scores, bias_in)
-        probs = _masking.fused_masked_softmax(scores, mask)  # float32
+        probs = by_row(_masking.fused_masked_softmax(scores, mask))
+        capped = None if capped is None else by_row(capped)
         probs_c = ops.cast(probs, dtype)
         out = ops.einsum("bnqk,bnkv->bnqv", probs_c, value)  # (B, N, Tq, V)
 
@@ -888,18 +961,19 @@ def dense_attention(
             d_probs = ops.einsum("bnqv,bnkv->bnqk", d_out, value)
             # Masked entries have P = 0, so they get no gradient.
             d_scores = probs * (ops.cast(d_probs, "float32") - delta)
-            if soft_cap is not None:
+            if capped is not None:
                 # d/ds cap * tanh(s / cap) = 1 - tanh^2.
                 d_scores = d_scores * (1.0 - ops.square(capped))
             grads = ()
             if learned_bias:
                 # The bias broadcasts over the batch (and maybe rows).
+                grouped = by_group(d_scores)
                 axes = tuple(
                     axis
                     for axis, size in enumerate(learned_bias[0].shape)
-                    if size == 1 and d_scores.shape[axis] != 1
+                    if size == 1 and grouped.shape[axis] != 1
                 )
-                grads = (ops.sum(d_scores, axis=axes, keepdims=True),)
+                grads = (ops.sum(grouped, axis=axes, keepdims=True),)
             d_scores = ops.cast(d_scores, dtype)
             d_query = ops.einsum("bnqk,bnkh->bnqh", d_scores, key)
             d_key = ops.matmul(ops.swapaxes(d_scores, -1, -2), query)
@@ -908,8 +982,38 @@ def dense_attention(
         return out, grad
 
     if learned:
-        return attend(query, key, value, bias)
-    return attend(query, key, value)
+        out = attend(query, key, value, bias)
+    else:
+        out = attend(query, key, value)
+    if groups > 1:
+        # (B, K, G * T_q, V) -> (B, N, T_q, V).
+        out = ops.reshape(out, (q_shape[0], heads, q_shape[2], out.shape[-1]))
+    return out
+
+
+def _groups(heads, kv_heads):
+    """Query heads per key/value head; 1 when the head axes are the same
+    (possibly unknown: the banded path folds blocks into them)."""
+    if heads is kv_heads or heads == kv_heads:
+        return 1
+    if heads is None or kv_heads is None or heads % kv_heads:
+        raise ValueError(
+            "Received an invalid value for argument `key`, expected a "
+            "number of key/value heads dividing the query heads. "
+            f"Received: query heads={heads}, key heads={kv_heads}"
+        )
+    return heads // kv_heads
+
+
+def _by_kv_head(x, kv_heads, groups):
+    """A mask or bias `(B|1, N|1, T_q|1, T_k|1)` as `(B|1, K|1, G|1,
+    T_q|1, T_k|1)`, to broadcast against grouped scores; `None` stays."""
+    if x is None:
+        return None
+    if x.shape[1] == 1:
+        return x[:, :, None]
+    shape = ops.shape(x)
+    return ops.reshape(x, (shape[0], kv_heads, groups, shape[2], shape[3]))
 
 
 # Score elements (B * N * T_q * T_k) per group of `grouped_dense_attention`:
@@ -926,7 +1030,7 @@ _MAX_GROUPS = 128
 _ASSUMED_TOKENS = 2**12
 
 
-def attention_groups(batch_size, num_heads, query_len, key_len):
+def attention_groups(batch_size, num_heads, query_len, key_len, kv_heads=None):
     """How `grouped_dense_attention` splits the work: `(nb, nh, nq)`.
 
     Splits batch first, then heads (only once every batch element is its
@@ -941,6 +1045,9 @@ def attention_groups(batch_size, num_heads, query_len, key_len):
         num_heads: int or `None`.
         query_len: int or `None`.
         key_len: int or `None`.
+        kv_heads: int or `None`, the key/value heads (grouped-query
+            attention): the heads are split in whole groups, so at most
+            `kv_heads` parts (`None`: `num_heads`).
 
     Returns:
         `(batch parts, head parts, query-row parts)`; `(1, 1, 1)` when the
@@ -960,7 +1067,7 @@ def attention_groups(batch_size, num_heads, query_len, key_len):
     # Heads are split only once every batch element is its own group
     # (`rest > 1` implies it), so that every group is a contiguous run of
     # the flattened (batch, head) pairs.
-    nh = min(rest, num_heads)
+    nh = min(rest, kv_heads or num_heads)
     rest = -(-rest // nh)
     nq = min(rest, query_len)
     return nb, nh, nq
@@ -998,8 +1105,8 @@ def grouped_dense_attention(
 
     Args:
         query: `(B, N, T_q, H)`, already multiplied by `1 / sqrt(H)`.
-        key: `(B, N, T_k, H)`.
-        value: `(B, N, T_k, V)`.
+        key: `(B, K, T_k, H)`, `K` dividing `N` (see `dense_attention`).
+        value: `(B, K, T_k, V)`.
         mask: bool `(B|1, N|1, T_q|1, T_k|1)` (rank 4), or `None`.
         bias: float32 `(1, N, T_q, T_k)` added to the scores, or `None`.
         soft_cap: float or `None` (see `ScoreMod`).
@@ -1015,7 +1122,11 @@ def grouped_dense_attention(
             f"mask.shape={mask.shape}"
         )
     batch, heads, query_len, _ = query.shape
-    nb, nh, nq = attention_groups(batch, heads, query_len, key.shape[2])
+    kv_heads = key.shape[1]
+    per_kv = _groups(heads, kv_heads)  # query heads per key/value head
+    nb, nh, nq = attention_groups(
+        batch, heads, query_len, key.shape[2], kv_heads
+    )
     if any(
         m is not None and m.shape[axis] is None and parts > 1
         for m in (mask, bias)
@@ -1028,30 +1139,34 @@ def grouped_dense_attention(
             query, key, value, mask, bias, soft_cap, bias_grad
         )
     # Each group is (first batch element, batch elements, first head,
-    # heads): whole batch elements, or some heads of one batch element.
+    # heads), heads counted in key/value heads (each with its `per_kv`
+    # query heads): whole batch elements, or some heads of one element.
     starts = _starts(_even_sizes(batch, nb) if nb > 1 else [batch])
-    head_starts = _starts(_even_sizes(heads, nh))
+    head_starts = _starts(_even_sizes(kv_heads, nh))
     groups = [(b, bs, h, hs) for b, bs in starts for h, hs in head_starts]
     row_sizes = _even_sizes(query_len, nq)
     if nb > 1:
         # Contiguous runs of the flattened (batch, head) pairs: one split
         # and one concatenation per tensor.
-        sizes = [bs * hs for _, bs, _, hs in groups]
         pieces = [
             [
-                ops.reshape(piece, (bs, hs, *piece.shape[1:]))
+                ops.reshape(piece, (bs, hs * width, *piece.shape[1:]))
                 for piece, (_, bs, _, hs) in zip(
-                    _split(ops.reshape(x, (-1, *x.shape[2:])), 0, sizes),
+                    _split(
+                        ops.reshape(x, (-1, *x.shape[2:])),
+                        0,
+                        [bs * hs * width for _, bs, _, hs in groups],
+                    ),
                     groups,
                     strict=True,
                 )
             ]
-            for x in (query, key, value)
+            for x, width in ((query, per_kv), (key, 1), (value, 1))
         ]
     else:
         pieces = [
-            _split(x, 1, [hs for _, _, _, hs in groups])
-            for x in (query, key, value)
+            _split(x, 1, [hs * width for _, _, _, hs in groups])
+            for x, width in ((query, per_kv), (key, 1), (value, 1))
         ]
 
     def group_part(x, b, bs, h, hs):
@@ -1059,7 +1174,8 @@ def grouped_dense_attention(
         if x is None:
             return [None] * nq
         x = x if nb == 1 or x.shape[0] == 1 else x[b : b + bs]
-        x = x if nh == 1 or x.shape[1] == 1 else x[:, h : h + hs]
+        if nh > 1 and x.shape[1] != 1:
+            x = x[:, h * per_kv : (h + hs) * per_kv]
         return _split(x, 2, row_sizes) if x.shape[2] != 1 else [x] * nq
 
     outputs = []

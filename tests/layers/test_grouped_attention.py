@@ -154,6 +154,106 @@ def test_property_grouped_equals_dense(
         assert np.all(harness.to_numpy(actual[0])[empty] == 0.0)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    kv_heads=st.integers(1, 3),
+    per_kv=st.integers(2, 3),
+    query_len=st.integers(1, 7),
+    key_len=st.integers(1, 7),
+    elements=st.sampled_from([1, 5, 17, 10**6]),
+    mask_kind=st.sampled_from(["none", "full", "heads", "row1", "key1"]),
+    extra=st.sampled_from(["none", "bias", "learned", "soft_cap"]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_shared_key_value_heads_equal_repeated_ones(
+    batch,
+    kv_heads,
+    per_kv,
+    query_len,
+    key_len,
+    elements,
+    mask_kind,
+    extra,
+    seed,
+):
+    # Grouped-query heads read their key/value head without a copy (query
+    # heads stacked as rows); the result must equal `dense_attention` on
+    # keys and values repeated per query head (Keras' way), gradients
+    # included (the key/value gradient sums over the group).
+    rng = np.random.default_rng(seed)
+    heads = kv_heads * per_kv
+
+    def normal(*shape):
+        return tf.constant(rng.normal(size=shape).astype("float32"))
+
+    q = normal(batch, heads, query_len, 4)
+    k = normal(batch, kv_heads, key_len, 4)
+    v = normal(batch, kv_heads, key_len, 3)
+    upstream = normal(batch, heads, query_len, 3)
+    bias = normal(1, heads, query_len, key_len)
+    mask_shape = {
+        "none": None,
+        "full": (batch, 1, query_len, key_len),
+        "heads": (batch, heads, query_len, key_len),
+        "row1": (batch, 1, 1, key_len),
+        "key1": (batch, 1, query_len, 1),
+    }[mask_kind]
+    mask = None
+    if mask_shape is not None:
+        mask = tf.constant(rng.random(mask_shape) < 0.7)
+    options = {
+        "none": {},
+        "bias": {"bias": bias},
+        "learned": {"bias": bias, "bias_grad": True},
+        "soft_cap": {"bias": bias, "soft_cap": 1.5},
+    }[extra]
+
+    def run(attend, repeat):
+        with tf.GradientTape() as tape:
+            tape.watch([q, k, v, bias])
+            keys, values = k, v
+            if repeat:
+                keys, values = _kernels.repeat_key_value(k, v, heads)
+            out = attend(q, keys, values, mask, **options)
+            loss = tf.reduce_sum(out * upstream)
+        grads = tape.gradient(loss, [q, k, v, bias])
+        return [out, *(g for g in grads if g is not None)]
+
+    expected = run(_kernels.dense_attention, repeat=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_kernels, "_GROUP_ELEMENTS", elements)
+        for attend in (
+            _kernels.dense_attention,
+            _kernels.grouped_dense_attention,
+        ):
+            actual = run(attend, repeat=False)
+            assert len(actual) == len(expected)
+            for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+                harness.assert_close(a, e, 1e-5, f"{attend.__name__} {i}")
+
+
+def test_grouped_query_heads_are_split_in_whole_groups(monkeypatch):
+    # 2 key/value heads of 3 query heads each: head groups never cut a
+    # key/value head's queries apart.
+    monkeypatch.setattr(_kernels, "_GROUP_ELEMENTS", 5)
+    assert groups(1, 6, 5, 5, kv_heads=2) == (1, 2, 5)
+    calls = []
+    original = _kernels.dense_attention
+
+    def spy(*args, **kwargs):
+        calls.append((args[0].shape, args[1].shape))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_kernels, "dense_attention", spy)
+    q = tf.ones((1, 6, 5, 4))
+    k = tf.ones((1, 2, 5, 4))
+    _kernels.grouped_dense_attention(q, k, k)
+    assert calls and all(
+        query[1] == 3 and key[1] == 1 for query, key in calls
+    ), calls
+
+
 def test_grouped_really_splits(monkeypatch):
     # The property test is only worth something if groups are formed.
     monkeypatch.setattr(_kernels, "_GROUP_ELEMENTS", 5)
