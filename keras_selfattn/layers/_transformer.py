@@ -53,6 +53,7 @@ class TransformerLayer(keras.layers.Layer):
         logit_soft_cap=None,
         relative_num_buckets=32,
         relative_max_distance=128,
+        shared_relative_bias=False,
         gated_feedforward=False,
         **kwargs,
     ):
@@ -75,6 +76,9 @@ class TransformerLayer(keras.layers.Layer):
             logit_soft_cap,
             relative_num_buckets,
             relative_max_distance,
+        )
+        shared_relative_bias = _validation.shared_relative_bias(
+            shared_relative_bias, position_embedding
         )
         gated_feedforward = _validation.boolean(
             "gated_feedforward", gated_feedforward
@@ -135,6 +139,7 @@ class TransformerLayer(keras.layers.Layer):
         self.logit_soft_cap = logit_soft_cap
         self.relative_num_buckets = relative_num_buckets
         self.relative_max_distance = relative_max_distance
+        self.shared_relative_bias = shared_relative_bias
         self.gated_feedforward = gated_feedforward
         self.supports_masking = True
 
@@ -184,6 +189,7 @@ class TransformerLayer(keras.layers.Layer):
             "rotary_fraction": self.rotary_fraction,
             "relative_num_buckets": self.relative_num_buckets,
             "relative_max_distance": self.relative_max_distance,
+            "shared_relative_bias": self.shared_relative_bias,
         }
 
     def _norm_and_dropout(self, prefix, input_shape, seed_offset):
@@ -306,6 +312,7 @@ class TransformerLayer(keras.layers.Layer):
         return_attention_scores,
         cache,
         cache_update_index,
+        relative_attention_bias=None,
     ):
         """The self-attention sub-layer of both blocks: norm, attention
         (with its cache when given), dropout and residual. Returns `(x,
@@ -322,6 +329,7 @@ class TransformerLayer(keras.layers.Layer):
             return_attention_scores=return_attention_scores,
             cache=cache,
             cache_update_index=cache_update_index,
+            relative_attention_bias=relative_attention_bias,
         )  # (B, T, D) [, (B, N, T, T|L)] [, new cache]
         y = y if isinstance(y, tuple) else (y,)
         scores = y[1] if return_attention_scores else None
@@ -406,6 +414,7 @@ class TransformerLayer(keras.layers.Layer):
             "logit_soft_cap": self.logit_soft_cap,
             "relative_num_buckets": self.relative_num_buckets,
             "relative_max_distance": self.relative_max_distance,
+            "shared_relative_bias": self.shared_relative_bias,
             "gated_feedforward": self.gated_feedforward,
         }
         # Quantized sub-layers record their policies (see _quantization).

@@ -219,3 +219,16 @@ def attention_options(
         relative_num_buckets,
         relative_max_distance,
     )
+
+
+def shared_relative_bias(value, position_embedding):
+    """Check `shared_relative_bias` against `position_embedding`."""
+    value = boolean("shared_relative_bias", value)
+    if value and position_embedding != "relative":
+        raise invalid(
+            "shared_relative_bias",
+            "False unless position_embedding='relative' (got "
+            f"position_embedding={position_embedding!r})",
+            value,
+        )
+    return value

@@ -145,6 +145,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             `32`.
         relative_max_distance: int, distances from this on share the last
             bucket. Defaults to `128`.
+        shared_relative_bias: bool, with `position_embedding="relative"`:
+            the layer owns no bias table and reads it from each call's
+            `relative_attention_bias`, so one table serves a stack of
+            layers (as T5 shares its first layer's). Defaults to `False`.
         logit_soft_cap: float or `None`: cap the scores smoothly,
             `s -> cap * tanh(s / cap)`, before the softmax (Gemma 2 uses
             50), on every path and backend. Defaults to `None`.
@@ -166,6 +170,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         cache_update_index: int or scalar int tensor, with `cache`: the
             position of the first of the `seq_len` input steps (0 for a
             prompt given at once, then its length, ...). Defaults to `None`.
+        relative_attention_bias: with `shared_relative_bias=True`, the T5
+            bias table `(relative_num_buckets, num_heads)` (for example a
+            weight the model owns, passed to every block); `None`
+            otherwise. Defaults to `None`.
 
     Returns:
         A tensor of shape `(batch_size, seq_len, output_dim)`, or the tuple
@@ -266,6 +274,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         logit_soft_cap=None,
         relative_num_buckets=32,
         relative_max_distance=128,
+        shared_relative_bias=False,
         **kwargs,
     ):
         num_heads = _validation.positive_int("num_heads", num_heads)
@@ -313,6 +322,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 "dot-product scores)",
                 position_embedding,
             )
+        shared_relative_bias = _validation.shared_relative_bias(
+            shared_relative_bias, position_embedding
+        )
         attention_impl = _validation.one_of(
             "attention_impl", attention_impl, _IMPLS
         )
@@ -359,6 +371,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.logit_soft_cap = logit_soft_cap
         self.relative_num_buckets = relative_num_buckets
         self.relative_max_distance = relative_max_distance
+        self.shared_relative_bias = shared_relative_bias
         self._alibi_slopes = None
         if position_embedding == "alibi":
             self._alibi_slopes = _positions.alibi_slopes(num_heads)
@@ -430,7 +443,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 regularizer=self.kernel_regularizer,
                 constraint=self.kernel_constraint,
             )
-        if self.position_embedding == "relative":
+        if self.position_embedding == "relative" and not (
+            self.shared_relative_bias
+        ):
             # T5's learned bias, one per (bucket, head).
             self.relative_attention_bias = self.add_weight(
                 name="relative_attention_bias",
@@ -656,10 +671,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         return_attention_scores=False,
         cache=None,
         cache_update_index=None,
+        relative_attention_bias=None,
     ):
         padding = _masking.check_padding_mask(
             "mask", _masking.resolve_mask(inputs, mask), inputs
         )
+        relative = self._relative(relative_attention_bias)
         if cache is not None or cache_update_index is not None:
             return self._call_cached(
                 inputs,
@@ -669,6 +686,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 return_attention_scores,
                 cache,
                 cache_update_index,
+                relative,
             )
         attention_mask = _masking.check_attention_mask(
             "attention_mask", attention_mask, inputs.shape, inputs.shape
@@ -689,6 +707,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             key_valid=padding,
             attention_mask=attention_mask,
             causal=self.causal,
+            relative=relative,
         )
         _masking.set_keras_mask(outputs, padding)
         if return_attention_scores:
@@ -752,6 +771,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         return_attention_scores,
         cache,
         index,
+        relative,
     ):
         """`call` with a cache: the positions `index ..` of `inputs`
         attend over the cached ones and themselves; returns `(outputs,
@@ -796,6 +816,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             attention_mask=attention_mask,
             causal=True,
             query_offset=index,
+            relative=relative,
         )
         _masking.set_keras_mask(outputs, padding)
         new_cache = {"key": key_cache, "value": value_cache}
@@ -833,12 +854,33 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             key = _positions.apply_rotary(key, positions, *rotary)
         return query, key
 
-    def _relative(self):
-        """The seam's `relative` argument (T5 bias), or `None`."""
+    def _relative(self, table=None):
+        """The seam's `relative` argument (T5 bias), or `None`; `table` is
+        the call's `relative_attention_bias` (checked here)."""
+        if not self.shared_relative_bias:
+            if table is not None:
+                raise _validation.invalid(
+                    "relative_attention_bias",
+                    "None unless the layer is built with "
+                    "shared_relative_bias=True (it owns its table)",
+                    f"a tensor of shape {tuple(table.shape)}",
+                )
+            table = getattr(self, "relative_attention_bias", None)
+        elif table is None or tuple(table.shape) != (
+            self.relative_num_buckets,
+            self.num_heads,
+        ):
+            raise _validation.invalid(
+                "relative_attention_bias",
+                "a float tensor of shape (relative_num_buckets, num_heads) "
+                f"= {(self.relative_num_buckets, self.num_heads)} (the "
+                "layer has shared_relative_bias=True)",
+                None if table is None else f"shape {tuple(table.shape)}",
+            )
         if self.position_embedding != "relative":
             return None
         return (
-            self.relative_attention_bias,
+            table,
             self.relative_num_buckets,
             self.relative_max_distance,
             not self.causal,  # bidirectional
@@ -851,7 +893,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             return query
         return query * ops.cast(1.0 / math.sqrt(self._key_dim), query.dtype)
 
-    def _attend(self, query, key, value, training, need_probs, **masks):
+    def _attend(
+        self, query, key, value, training, need_probs, relative=None, **masks
+    ):
         """Projected heads -> `(outputs (B, T_q, output_dim), scores
         (B, N, T_q, T_k) or None)`, through the kernel seam
         (`_kernels.attend`, which takes the mask parts as `**masks`)."""
@@ -872,7 +916,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             score_vector=getattr(self, "score_vector", None),
             alibi_slopes=self._alibi_slopes,
             soft_cap=self.logit_soft_cap,
-            relative=self._relative(),
+            relative=relative,
             **masks,
         )  # (B, N, T_q, V)
         outputs = self._project_output(context)  # (B, T_q, O)
@@ -1054,6 +1098,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         return_attention_scores=False,
         cache=None,
         cache_update_index=None,
+        relative_attention_bias=None,
     ):
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
@@ -1107,6 +1152,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             "logit_soft_cap": self.logit_soft_cap,
             "relative_num_buckets": self.relative_num_buckets,
             "relative_max_distance": self.relative_max_distance,
+            "shared_relative_bias": self.shared_relative_bias,
         }
         # Quantized projections record their policies (see _quantization).
         return _quantization.config_with_quantized(self, config)

@@ -100,6 +100,10 @@ class TransformerBlock(_transformer.TransformerLayer):
             `position_embedding="relative"`. Defaults to `32`.
         relative_max_distance: int, where its last bucket starts.
             Defaults to `128`.
+        shared_relative_bias: bool, with `position_embedding="relative"`:
+            the layer owns no bias table and reads it from each call's
+            `relative_attention_bias`, so one table serves a stack of
+            layers (as T5 shares its first layer's). Defaults to `False`.
         qk_norm: bool, RMS-normalize each head's queries and keys before
             the scores (every attention of the block). Defaults to `False`.
         logit_soft_cap: float or `None`, `s -> cap * tanh(s / cap)` on the
@@ -127,6 +131,10 @@ class TransformerBlock(_transformer.TransformerLayer):
             Defaults to `None`.
         cache_update_index: int or scalar int tensor, with `cache`: the
             position of the first input step. Defaults to `None`.
+        relative_attention_bias: with `shared_relative_bias=True`, the T5
+            bias table `(relative_num_buckets, num_heads)` (for example a
+            weight the model owns, passed to every block); `None`
+            otherwise. Defaults to `None`.
 
     Returns:
         A tensor of shape `(batch_size, seq_len, hidden_dim)`, or the tuple
@@ -218,6 +226,7 @@ class TransformerBlock(_transformer.TransformerLayer):
         gated_feedforward=False,
         relative_num_buckets=32,
         relative_max_distance=128,
+        shared_relative_bias=False,
         **kwargs,
     ):
         causal = _validation.boolean("causal", causal)
@@ -253,6 +262,7 @@ class TransformerBlock(_transformer.TransformerLayer):
             gated_feedforward=gated_feedforward,
             relative_num_buckets=relative_num_buckets,
             relative_max_distance=relative_max_distance,
+            shared_relative_bias=shared_relative_bias,
             **kwargs,
         )
         self.causal = causal
@@ -317,6 +327,7 @@ class TransformerBlock(_transformer.TransformerLayer):
         return_attention_scores=False,
         cache=None,
         cache_update_index=None,
+        relative_attention_bias=None,
     ):
         padding = _masking.check_padding_mask(
             "mask", _masking.resolve_mask(inputs, mask), inputs
@@ -329,6 +340,7 @@ class TransformerBlock(_transformer.TransformerLayer):
             return_attention_scores,
             cache,
             cache_update_index,
+            relative_attention_bias,
         )
         outputs = self._feedforward_and_finish(x, padding, training)
         scores = (scores,) if return_attention_scores else ()
@@ -346,6 +358,7 @@ class TransformerBlock(_transformer.TransformerLayer):
         return_attention_scores=False,
         cache=None,
         cache_update_index=None,
+        relative_attention_bias=None,
     ):
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape), dtype=self.compute_dtype

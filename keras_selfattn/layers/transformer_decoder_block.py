@@ -91,6 +91,10 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             `position_embedding="relative"`. Defaults to `32`.
         relative_max_distance: int, where its last bucket starts.
             Defaults to `128`.
+        shared_relative_bias: bool, with `position_embedding="relative"`:
+            the layer owns no bias table and reads it from each call's
+            `relative_attention_bias`, so one table serves a stack of
+            layers (as T5 shares its first layer's). Defaults to `False`.
         qk_norm: bool, RMS-normalize each head's queries and keys before
             the scores (every attention of the block). Defaults to `False`.
         logit_soft_cap: float or `None`, `s -> cap * tanh(s / cap)` on the
@@ -126,6 +130,10 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             are then not needed. Defaults to `None`.
         cache_update_index: int or scalar int tensor, with `cache`: the
             target position of the first input step. Defaults to `None`.
+        relative_attention_bias: with `shared_relative_bias=True`, the T5
+            bias table `(relative_num_buckets, num_heads)` (for example a
+            weight the model owns, passed to every block); `None`
+            otherwise. Defaults to `None`.
 
     Returns:
         A tensor of shape `(batch_size, target_len, hidden_dim)`, or, when
@@ -220,6 +228,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         gated_feedforward=False,
         relative_num_buckets=32,
         relative_max_distance=128,
+        shared_relative_bias=False,
         **kwargs,
     ):
         super().__init__(
@@ -249,6 +258,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             gated_feedforward=gated_feedforward,
             relative_num_buckets=relative_num_buckets,
             relative_max_distance=relative_max_distance,
+            shared_relative_bias=shared_relative_bias,
             **kwargs,
         )
 
@@ -300,6 +310,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         return_attention_scores=False,
         cache=None,
         cache_update_index=None,
+        relative_attention_bias=None,
     ):
         _validation.sequence_shape("inputs", inputs.shape, self.name)
         cached = cache is not None or cache_update_index is not None
@@ -336,6 +347,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
             return_attention_scores,
             cache["self_attention"] if cached else None,
             cache_update_index,
+            relative_attention_bias,
         )
         residual = x
         x = self._sublayer_input(x, self._cross_attention_norm)
@@ -448,6 +460,7 @@ class TransformerDecoderBlock(_transformer.TransformerLayer):
         return_attention_scores=False,
         cache=None,
         cache_update_index=None,
+        relative_attention_bias=None,
     ):
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
