@@ -1,4 +1,4 @@
-"""Export for TensorFlow Serving.
+"""Export for TensorFlow Serving and LiteRT.
 
 The export functions need TensorFlow: their module, and TensorFlow, are
 imported on first access to one of their names. `serve_with_c_api` and
@@ -16,6 +16,7 @@ from keras_selfattn.export.serving_check import (
 # TensorFlow-only names and the modules that define them.
 _LAZY = {
     "export_classifier": "saved_model",
+    "export_litert": "litert",
     "export_model": "saved_model",
     "export_text_generator": "saved_model",
     "published_versions": "saved_model",
@@ -24,6 +25,7 @@ _LAZY = {
 if TYPE_CHECKING:
     # The lazy names, imported for static tools (the API docs, type
     # checkers); at run time `__getattr__` imports them on first use.
+    from keras_selfattn.export.litert import export_litert as export_litert
     from keras_selfattn.export.saved_model import (
         export_classifier as export_classifier,
     )
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CApiServer",
     "export_classifier",
+    "export_litert",
     "export_model",
     "export_text_generator",
     "published_versions",

@@ -41,6 +41,7 @@ inputs (`_untaped`), so an eager tape records none of their block tensors.
 Shapes: `B` batch, `N` heads, `T` length, `H` key size, `V` value size.
 """
 
+import contextlib
 import math
 
 import keras
@@ -114,6 +115,9 @@ def attend(
         and `has_key` bool broadcastable to `(B, 1, T_q, 1)` (whether each
         row had an allowed key), or `None` when every row has one.
     """
+    if _DENSE_ONLY[0]:
+        # Traced for a runtime without loops over blocks (LiteRT).
+        impl = "dense"
     mod = ScoreMod(alibi_slopes, soft_cap, relative)
     explicit = need_probs or dropout is not None or score_vector is not None
     if explicit or impl == "dense":
@@ -205,7 +209,7 @@ def _dense(
         attention_mask=attention_mask,
         band=band,
     )  # (B|1, T_q, T_k) or None
-    head_mask = None if mask is None else mask[:, None, :, :]
+    head_mask = None if mask is None else ops.expand_dims(mask, 1)
     has_key = None
     if mask is not None:
         has_key = ops.any(head_mask, axis=-1, keepdims=True)  # (B|1,1,Tq,1)
@@ -239,6 +243,24 @@ def _dense(
         mixed = dropout(mixed)
     context = ops.einsum("bnqk,bnkv->bnqv", mixed, value)
     return context, probs, has_key
+
+
+# Set while tracing for LiteRT (`dense_kernels()`): every attention takes
+# the dense kernel, whose ops all have LiteRT builtins (the chunked kernel's
+# block loop keeps per-block tensors in TensorLists, which do not).
+_DENSE_ONLY = [False]
+
+
+@contextlib.contextmanager
+def dense_kernels():
+    """Within this context, `attend` always takes the dense kernel (the
+    same maths as the chunked one, with `O(T^2)` memory)."""
+    previous = _DENSE_ONLY[0]
+    _DENSE_ONLY[0] = True
+    try:
+        yield
+    finally:
+        _DENSE_ONLY[0] = previous
 
 
 # Backends whose `keras.ops.dot_product_attention` dispatches to a fused

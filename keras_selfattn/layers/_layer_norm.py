@@ -92,7 +92,13 @@ class RMSNormalization(keras.layers.RMSNormalization):
     """`keras.layers.RMSNormalization` (`x / sqrt(mean(x**2) + epsilon) *
     scale`, no centering, no offset) computed in float32 under mixed
     precision, as `LayerNormalization` is: a float16 `mean(x**2)` overflows
-    once activations pass 256."""
+    once activations pass 256. Per position, so it passes a Keras mask on
+    (Keras' own does not declare it, and warns when a masked tensor
+    enters it, as in a pre-norm block)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.supports_masking = True
 
     def call(self, x):
         dtype = keras.backend.result_type(x.dtype, "float32")

@@ -144,10 +144,10 @@ def attention_mask_from(
         when nothing is masked.
     """
     return merge_masks(
-        None if query_mask is None else query_mask[:, :, None],
-        None if key_mask is None else key_mask[:, None, :],
+        None if query_mask is None else ops.expand_dims(query_mask, 2),
+        None if key_mask is None else ops.expand_dims(key_mask, 1),
         attention_mask,
-        None if band is None else band[None, :, :],
+        None if band is None else ops.expand_dims(band, 0),
     )
 
 
@@ -212,4 +212,4 @@ def zero_masked_positions(x, mask):
     """Set `x[b, t, :]` to 0 where the `(batch_size, seq_len)` mask is False."""
     if mask is None:
         return x
-    return ops.where(mask[:, :, None], x, ops.zeros_like(x))
+    return ops.where(ops.expand_dims(mask, 2), x, ops.zeros_like(x))

@@ -83,9 +83,9 @@ class SequencePooling(keras.layers.Layer):
         )
         if mask is None:
             mask = ops.ones(ops.shape(inputs)[:2], dtype="bool")
-        valid = mask[:, :, None]  # (B, T, 1)
+        valid = ops.expand_dims(mask, 2)  # (B, T, 1)
         zeros = ops.zeros_like(inputs)
-        has_any = ops.any(mask, axis=1)[:, None]  # (B, 1)
+        has_any = ops.any(mask, axis=1, keepdims=True)  # (B, 1)
         if self.mode == "mean":
             weights = ops.cast(valid, inputs.dtype)
             total = ops.sum(inputs * weights, axis=1)  # (B, D)

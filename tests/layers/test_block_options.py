@@ -245,3 +245,25 @@ def test_new_option_errors_name_the_argument():
             cls(HEADS, FF, gated_feedforward=1)
         with pytest.raises(ValueError, match="argument `logit_soft_cap`"):
             cls(HEADS, FF, logit_soft_cap=-3.0)
+
+
+@pytest.mark.parametrize("cls", [TransformerBlock, TransformerDecoderBlock])
+def test_pre_norm_rms_block_keeps_an_attached_mask(cls):
+    # A mask riding on the input (from an embedding) enters the pre-norm
+    # RMS norm first; it must pass through it (Keras' own RMSNormalization
+    # does not declare mask support and warns, an error here) and reach
+    # the attention.
+    ids = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(20, WIDTH, mask_zero=True)(ids)
+    block = cls(HEADS, FF, normalization="rms", norm_first=True)
+    if cls is TransformerDecoderBlock:
+        source = keras.Input((None, SOURCE_WIDTH))
+        model = keras.Model([ids, source], block(x, source))
+    else:
+        model = keras.Model(ids, block(x))
+    tokens = np.array([[3, 4, 5, 0, 0], [6, 7, 0, 0, 0]], dtype="int32")
+    inputs = [tokens, _data()[1]] if cls is TransformerDecoderBlock else tokens
+    outputs = harness.to_numpy(model(inputs))
+    # Padded positions give zeros (the block's masking contract).
+    assert np.all(outputs[tokens == 0] == 0.0)
+    assert np.all(np.abs(outputs[tokens != 0]).sum(-1) > 0)
