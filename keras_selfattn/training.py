@@ -34,6 +34,11 @@ _MOVED = {
     "worker_output_dir": "fitting",
 }
 
+# As in 0.1 (the names but the constants), so that
+# `from keras_selfattn.training import *` still brings them, each with its
+# warning.
+__all__ = sorted(name for name in _MOVED if not name.isupper())
+
 
 def __getattr__(name):
     if name not in _MOVED:

@@ -50,6 +50,16 @@ def test_from_import_warns_too():
     assert StopAtStep is keras_selfattn.recipes.StopAtStep
 
 
+def test_star_import_brings_the_old_public_names():
+    namespace = {}
+    with pytest.warns(DeprecationWarning) as record:
+        exec("from keras_selfattn.training import *", namespace)
+    assert set(training.__all__) <= set(namespace)
+    assert set(training.__all__) <= set(OLD_NAMES)
+    assert len(record) == len(training.__all__)
+    assert namespace["fit_resumable"] is keras_selfattn.recipes.fit_resumable
+
+
 def test_importing_the_module_alone_does_not_warn():
     # Only using an old name warns: the package's attribute access and
     # `dir()` stay quiet (warnings are errors here).
