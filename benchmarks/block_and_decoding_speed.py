@@ -8,8 +8,9 @@ medians after warm-up (the machine is shared: read the ratios):
    8 heads, feed-forward 1024, dropout 0, post-norm), float32, inside a
    `tf.function`.
 2. Generating 128 tokens with `Seq2SeqTransformer.generate` (key/value
-   cache) vs `generate_uncached` (re-running the decoder on the whole prefix
-   each step); both produce identical tokens, which is checked.
+   cache) vs `generate_uncached` (`tests/models/uncached.py`, re-running
+   the decoder on the whole prefix each step); both produce identical
+   tokens, which is checked.
 
 Usage:
 
@@ -20,6 +21,7 @@ Usage:
 import argparse
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -31,6 +33,10 @@ import tensorflow as tf  # noqa: E402
 
 from keras_selfattn import TransformerBlock  # noqa: E402
 from keras_selfattn.models import Seq2SeqTransformer  # noqa: E402
+
+# The uncached oracle is test code (tests/models/uncached.py), not shipped.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
+from tests.models.uncached import generate_uncached  # noqa: E402
 
 WIDTH, HEADS, FF = 256, 8, 1024
 
@@ -118,7 +124,7 @@ def decoding_table(tokens, batch, repeats):
 
     cached = tf.function(lambda s: model.generate(s, tokens, 2, never))
     uncached = tf.function(
-        lambda s: model.generate_uncached(s, tokens, 2, never)
+        lambda s: generate_uncached(model, s, tokens, 2, never)
     )
     a, b = np.asarray(cached(source)), np.asarray(uncached(source))
     identical = bool(np.array_equal(a, b))

@@ -47,10 +47,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from keras_selfattn.metrics import rouge
-from keras_selfattn.models import add_seq2seq_arguments
-from keras_selfattn.models import train_seq2seq
-from keras_selfattn.training import add_training_arguments
-from keras_selfattn.training import require_modules
+from keras_selfattn.recipes import add_seq2seq_arguments
+from keras_selfattn.recipes import add_training_arguments
+from keras_selfattn.recipes import require_modules
+from keras_selfattn.recipes import train_seq2seq
 
 # Optional dependencies, checked before any data is read.
 REQUIRED_MODULES = (
@@ -82,23 +82,21 @@ def require_data_dir(args):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    data = p.add_argument_group("data")
+    data = p.add_argument_group("input and output")
     data.add_argument("--data-dir", default=None)
-    data.add_argument("--source-column", default="dialogue")
-    data.add_argument("--target-column", default="summary")
-    data.add_argument("--max-train-rows", type=int, default=None)
-    data.add_argument("--max-validation-rows", type=int, default=None)
-    data.add_argument(
-        "--max-eval-rows",
-        type=int,
-        default=None,
-        help="decode and score only the first rows of the test split",
-    )
     data.add_argument("--output-dir", default="runs/summarization")
-    # --vocabulary-size, --copy-attention, ..., --decoding, --beam-width, ...
-    add_seq2seq_arguments(p, source_length=192, target_length=48)
+    # --source-column, --max-eval-rows, ..., --vocabulary-size, --embed-dim,
+    # ..., --decoding, --beam-width, ...: the defaults of `Seq2SeqOptions`
+    # but for these.
+    add_seq2seq_arguments(
+        p,
+        source_column="dialogue",
+        target_column="summary",
+        source_length=192,
+        target_length=48,
+    )
     # --epochs, --max-steps, --time-budget-minutes, --lr-schedule, ...
-    add_training_arguments(p, epochs=20, batch_size=32, learning_rate=5e-4)
+    add_training_arguments(p, epochs=20, batch_size=32)
     return p.parse_args(argv)
 
 
@@ -144,7 +142,7 @@ def main(argv=None, callbacks=()):
 
     """## Training, decoding and an end-to-end summarizer
 
-    The rest is `keras_selfattn.models.train_seq2seq`, shared with the
+    The rest is `keras_selfattn.recipes.train_seq2seq`, shared with the
     translation example (its docstring has the details). Both sides are
     lower-cased. With `--shared-vocabulary` one vocabulary serves dialogues
     and summaries (and the model shares its embedding table), which helps
@@ -160,8 +158,6 @@ def main(argv=None, callbacks=()):
         **vars(args),
         evaluate=score_rouge,
         name="summarizer",
-        source_lower_case=True,
-        target_lower_case=True,
         attention_source_tokens=48,
         callbacks=callbacks,
         config=vars(args),

@@ -51,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_selfattn
-from keras_selfattn import training
+from keras_selfattn import recipes
 from keras_selfattn.models import TextClassifier
 from keras_selfattn.models import build_text_classifier
 from keras_selfattn.plotting import plot_attention
@@ -284,9 +284,7 @@ def parse_args(argv):
     model.add_argument("--num-layers", type=int, default=2)
     model.add_argument("--dropout", type=float, default=0.1)
     # --epochs, --max-steps, --time-budget-minutes, --lr-schedule, ...
-    train = training.add_training_arguments(
-        p, epochs=3, batch_size=64, learning_rate=1e-3
-    )
+    train = recipes.add_training_arguments(p, epochs=3, learning_rate=1e-3)
     train.add_argument(
         "--early-stopping-patience",
         type=int,
@@ -301,11 +299,11 @@ def main(argv=None, callbacks=()):
     """Runs the example; `callbacks` are extra Keras callbacks for `fit`."""
     args = parse_args(argv)
     # A missing optional package stops the run now, not after training.
-    training.require_modules(REQUIRED_MODULES)
+    recipes.require_modules(REQUIRED_MODULES)
     # Registers the tensorflow-text ops that a reloaded SavedModel needs.
     importlib.import_module("tensorflow_text")
     # Before any other TensorFlow work: multi-worker set-up must come first.
-    strategy = training.make_strategy(args.strategy)
+    strategy = recipes.make_strategy(args.strategy)
 
     """## A finished run is not trained (nor published) again
 
@@ -315,11 +313,11 @@ def main(argv=None, callbacks=()):
     (`backup/`) resumes, any other used folder is refused, and
     `--overwrite` trains a fresh run that publishes the next version.
     """
-    run = training.prepare_output_dir(args.output_dir, args.overwrite, strategy)
+    run = recipes.prepare_output_dir(args.output_dir, args.overwrite, strategy)
     if run == "finished":
-        return training.report_finished_run(args.output_dir, KEY_METRICS)
+        return recipes.report_finished_run(args.output_dir, KEY_METRICS)
     # Only the chief writes to --output-dir (other workers: a sub-folder).
-    args.output_dir = training.worker_output_dir(args.output_dir, strategy)
+    args.output_dir = recipes.worker_output_dir(args.output_dir, strategy)
     keras.utils.set_random_seed(args.seed)
     data_dir = resolve_data_dir(args)
     splits, label_names = load_splits(args, data_dir)
@@ -379,7 +377,7 @@ def main(argv=None, callbacks=()):
             dropout=args.dropout,
         )
         # Constant, or linear warm-up then cosine decay to zero at the end.
-        learning_rate = training.learning_rate_schedule(
+        learning_rate = recipes.learning_rate_schedule(
             args.learning_rate,
             args.lr_schedule,
             total_steps=args.epochs * steps_per_epoch,
@@ -393,7 +391,7 @@ def main(argv=None, callbacks=()):
 
     """## Training that survives an interruption
 
-    `training.fit_resumable` adds `BackupAndRestore`, which saves the
+    `recipes.fit_resumable` adds `BackupAndRestore`, which saves the
     weights, the optimizer state and the epoch at the end of every epoch;
     re-running the same command after a crash restores them and continues
     with the next epoch. It also writes the TensorBoard curves and stops
@@ -414,7 +412,7 @@ def main(argv=None, callbacks=()):
                 restore_best_weights=True,
             )
         )
-    history, record = training.fit_resumable(
+    history, record = recipes.fit_resumable(
         classifier,
         dataset(*splits["train"], shuffle=True),
         args.output_dir,
@@ -495,7 +493,7 @@ def main(argv=None, callbacks=()):
         "data_dir": os.path.abspath(data_dir),
         "model_path": os.path.abspath(model_path),
     }
-    training.compare_with_published(serving_dir, record_metadata, KEY_METRICS)
+    recipes.compare_with_published(serving_dir, record_metadata, KEY_METRICS)
     export_dir = keras_selfattn.export.export_classifier(
         classifier,
         tokenizer,

@@ -44,10 +44,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 
 from keras_selfattn.metrics import bleu
-from keras_selfattn.models import add_seq2seq_arguments
-from keras_selfattn.models import train_seq2seq
-from keras_selfattn.training import add_training_arguments
-from keras_selfattn.training import require_modules
+from keras_selfattn.recipes import add_seq2seq_arguments
+from keras_selfattn.recipes import add_training_arguments
+from keras_selfattn.recipes import require_modules
+from keras_selfattn.recipes import train_seq2seq
 
 SPA_ENG_URL = (
     "http://storage.googleapis.com/download.tensorflow.org/data/spa-eng.zip"
@@ -101,23 +101,17 @@ def download_spa_eng():
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    data = p.add_argument_group("data")
+    data = p.add_argument_group("input and output")
     data.add_argument("--data-dir", default=None)
-    data.add_argument("--source-column", default="en")
-    data.add_argument("--target-column", default="es")
-    data.add_argument("--max-train-rows", type=int, default=None)
-    data.add_argument("--max-validation-rows", type=int, default=2000)
-    data.add_argument(
-        "--max-eval-rows",
-        type=int,
-        default=None,
-        help="decode and score only the first rows of the test split",
-    )
     data.add_argument("--output-dir", default="runs/translation")
-    # --vocabulary-size, --copy-attention, ..., --decoding, --beam-width, ...
-    add_seq2seq_arguments(p, source_length=32, target_length=32)
+    # --source-column, --max-eval-rows, ..., --vocabulary-size, --embed-dim,
+    # ..., --decoding, --beam-width, ...: the defaults of `Seq2SeqOptions`
+    # but for these.
+    add_seq2seq_arguments(
+        p, source_column="en", target_column="es", max_validation_rows=2000
+    )
     # --epochs, --max-steps, --time-budget-minutes, --lr-schedule, ...
-    add_training_arguments(p, epochs=10, batch_size=64, learning_rate=5e-4)
+    add_training_arguments(p)
     return p.parse_args(argv)
 
 
@@ -151,15 +145,17 @@ def main(argv=None, callbacks=()):
 
     """## Vocabularies, training, decoding and an end-to-end translator
 
-    `keras_selfattn.models.train_seq2seq` does the rest (its docstring goes
-    through the steps): it learns the WordPiece vocabularies, trains the
-    encoder-decoder Transformer with teacher forcing and checkpoints that
-    survive an interruption, decodes the test split with an end-to-end
-    translator (raw English strings in, Spanish strings out, in one graph),
-    scores it with `score_bleu`, plots where the decoder looks and saves
-    `translator.keras` and a TF Serving export (the next version, its BLEU
-    in the version's record). On a finished `--output-dir` it reports that
-    run instead; `--overwrite` trains a fresh one there.
+    `keras_selfattn.recipes.train_seq2seq` does the rest (its docstring goes
+    through the steps, each a function of its own in
+    `keras_selfattn.recipes.seq2seq`): it learns the WordPiece
+    vocabularies, trains the encoder-decoder Transformer with teacher
+    forcing and checkpoints that survive an interruption, decodes the test
+    split with an end-to-end translator (raw English strings in, Spanish
+    strings out, in one graph), scores it with `score_bleu`, plots where
+    the decoder looks and saves `translator.keras` and a TF Serving export
+    (the next version, its BLEU in the version's record). On a finished
+    `--output-dir` it reports that run instead; `--overwrite` trains a
+    fresh one there.
 
     English is lower-cased; Spanish keeps its case, because the references
     are cased and BLEU is case-sensitive. With `--shared-vocabulary` one
@@ -171,7 +167,7 @@ def main(argv=None, callbacks=()):
         **options,
         evaluate=score_bleu,
         name="translator",
-        source_lower_case=True,
+        # The sources are lower-cased (the default), the targets not.
         target_lower_case=False,
         callbacks=callbacks,
         config=vars(args),

@@ -6,7 +6,7 @@ Importing the package registers every layer with Keras serialization, so a
 The layers and the backend-neutral model builders import no TensorFlow, so
 `import keras_selfattn` works on any Keras backend. The TensorFlow-only
 parts (the `text` tokenizers, `TextClassifier`, `TextGenerator`,
-`train_seq2seq`, `export`) import TensorFlow when first used. Under the
+`export`, the seq2seq recipe) import TensorFlow when first used. Under the
 TensorFlow backend, importing the package also registers the text models and
 the tokenizer; on another backend, reach them by name first (for example
 `keras_selfattn.models.TextClassifier`) before loading a `.keras` file
@@ -54,9 +54,10 @@ __all__ = [
     "__version__",
 ]
 
-# Submodules reachable as attributes (`keras_selfattn.training`) without an
-# import of their own; loaded on first access.
-_LAZY_SUBMODULES = ("metrics", "plotting", "training")
+# Submodules reachable as attributes (`keras_selfattn.recipes`) without an
+# import of their own; loaded on first access. `training` is the deprecated
+# old name of `recipes`.
+_LAZY_SUBMODULES = ("metrics", "plotting", "recipes", "training")
 
 if keras.backend.backend() == "tensorflow":
     # Keras has imported TensorFlow already, so this costs no TensorFlow

@@ -5,7 +5,6 @@ import json
 import os
 import random
 
-import numpy as np
 import pytest
 
 from tests.examples.support import load_example
@@ -81,9 +80,9 @@ def test_quickstart_on_sst2_slice(shared_data, tmp_path):
             "--output-dir",
             str(tmp_path),
             "--epochs",
-            "1",
+            "2",
             "--max-train-rows",
-            "400",
+            "2000",
             "--batch-size",
             "32",
             "--sequence-length",
@@ -92,6 +91,8 @@ def test_quickstart_on_sst2_slice(shared_data, tmp_path):
             "16",
         ]
     )
-    assert metrics["train_rows"] == 400
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0
-    assert np.isfinite(metrics["train_loss"]).all()
+    assert metrics["train_rows"] == 2000
+    # Measured: 0.71 (chance is 0.51); with the training labels shuffled
+    # the same run scores 0.51.
+    assert metrics["test_accuracy"] > 0.62, metrics
+    assert metrics["train_loss"][-1] < metrics["train_loss"][0]

@@ -2,9 +2,10 @@
 
 `build_text_classifier`, `Seq2SeqTransformer`, `greedy_search` and
 `beam_search` work on any Keras backend. `TextClassifier`, `TextGenerator`,
-`make_seq2seq_dataset`, `cross_attention_scores`, `tidy_spacing`,
-`train_seq2seq` and `add_seq2seq_arguments` need TensorFlow: their modules
-(and TensorFlow) are imported on first access to one of these names.
+`make_seq2seq_dataset`, `cross_attention_scores` and `tidy_spacing` need
+TensorFlow: their modules (and TensorFlow) are imported on first access to
+one of these names. The seq2seq training pipeline (`train_seq2seq`) is a
+recipe, in `keras_selfattn.recipes`.
 """
 
 import importlib
@@ -23,22 +24,14 @@ from keras_selfattn.models.seq2seq import (
 _LAZY = {
     "TextClassifier": "text_classifier",
     "TextGenerator": "text_generator",
-    "add_seq2seq_arguments": "seq2seq_training",
     "cross_attention_scores": "text_generator",
     "make_seq2seq_dataset": "text_generator",
     "tidy_spacing": "text_generator",
-    "train_seq2seq": "seq2seq_training",
 }
 
 if TYPE_CHECKING:
     # The lazy names, imported for static tools (the API docs, type
     # checkers); at run time `__getattr__` imports them on first use.
-    from keras_selfattn.models.seq2seq_training import (
-        add_seq2seq_arguments as add_seq2seq_arguments,
-    )
-    from keras_selfattn.models.seq2seq_training import (
-        train_seq2seq as train_seq2seq,
-    )
     from keras_selfattn.models.text_classifier import (
         TextClassifier as TextClassifier,
     )
@@ -60,21 +53,30 @@ __all__ = [
     "Seq2SeqTransformer",
     "TextClassifier",
     "TextGenerator",
-    "add_seq2seq_arguments",
     "beam_search",
     "build_text_classifier",
     "cross_attention_scores",
     "greedy_search",
     "make_seq2seq_dataset",
     "tidy_spacing",
-    "train_seq2seq",
 ]
+
+
+# Names that were here in 0.1 and are recipes now. Only the error names
+# their new place: the models never import `keras_selfattn.recipes`.
+_MOVED_TO_RECIPES = ("add_seq2seq_arguments", "train_seq2seq")
 
 
 def __getattr__(name):
     if name in _LAZY:
         module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
         return getattr(module, name)
+    if name in _MOVED_TO_RECIPES:
+        raise AttributeError(
+            f"`{__name__}.{name}` moved to `keras_selfattn.recipes.{name}` "
+            "(the seq2seq pipeline is a recipe the examples share, not a "
+            "model)"
+        )
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -427,32 +427,6 @@ class Seq2SeqTransformer(keras.Model):
         )
         return tokens
 
-    def generate_uncached(self, encoder_ids, max_length, start_id, end_id):
-        """Greedy decoding that re-runs the decoder on the whole prefix at
-        every step (no cache). For tests and benchmarks of the cache."""
-        self.build()
-        encoder_ids = ops.convert_to_tensor(encoder_ids, dtype="int32")
-        encoded = self.encode(encoder_ids, training=False)
-        encoder_mask = ops.not_equal(encoder_ids, 0)
-        batch_size = ops.shape(encoder_ids)[0]
-        full = ops.zeros((batch_size, max_length + 1), dtype="int32")
-
-        def step_fn(tokens, index, state):
-            prefix = ops.slice_update(state, (0, index), tokens)
-            logits = self.decode(
-                prefix,
-                encoded,
-                encoder_mask,
-                training=False,
-                encoder_ids=encoder_ids,
-            )
-            step_logits = ops.take(logits, index, axis=1)  # (B, V)
-            return step_logits, prefix
-
-        return generation.greedy_search(
-            step_fn, full, batch_size, max_length, start_id, end_id
-        )
-
     def get_config(self):
         return {
             **super().get_config(),

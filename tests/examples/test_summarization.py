@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import math
 import os
 import random
 import sys
@@ -106,8 +107,10 @@ def test_loss_falls_and_it_summarizes(trained):
     assert metrics["initial_epoch"] == 0
     assert metrics["steps"] == 10 * metrics["steps_per_epoch"] == 10 * 20
     assert metrics["rouge2"] > 40.0, metrics["hypotheses"]
+    # Measured: 100 each; trained on shuffled dialogue-summary pairs the
+    # same run scores 39.7 / 11.3 / 39.0 / 39.0 (ROUGE-1/2/L/Lsum).
     for key in ("rouge1", "rougeL", "rougeLsum"):
-        assert 0.0 <= metrics[key] <= 100.0
+        assert metrics[key] > 70.0, (key, metrics["hypotheses"])
 
 
 def test_outputs_are_strings_that_stop_at_the_end_token(trained):
@@ -228,7 +231,15 @@ def test_on_a_slice_of_samsum(shared_data, tmp_path):
     )
     assert metrics["steps"] == 6
     assert metrics["eval_rows"] == 16
-    assert 0.0 <= metrics["rouge2"] <= metrics["rouge1"] <= 100.0
+    # Six steps teach the summaries' token frequencies, not summarizing:
+    # ROUGE is 0 here (quality on this data is
+    # benchmarks/quality_seq2seq.py's 40-minute run). The validation loss
+    # must fall below the uniform guess, log(V), where a model that does
+    # not train stays. Measured: 5.00 against log(V) = 5.47; 5.57 with a
+    # learning rate of 1e-9.
+    uniform = math.log(metrics["target_vocabulary_size"])
+    assert metrics["val_loss"][-1] < uniform - 0.25, (metrics, uniform)
+    assert metrics["rouge2"] <= metrics["rouge1"]
     assert all(isinstance(h, str) for h in metrics["hypotheses"])
 
 

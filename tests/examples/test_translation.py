@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import math
 import os
 import random
 import sys
@@ -195,7 +196,14 @@ def test_on_a_slice_of_spa_eng(shared_data, tmp_path):
     )
     assert metrics["steps"] == 10
     assert metrics["eval_rows"] == 32
-    assert 0.0 <= metrics["bleu"] <= 100.0
+    # Ten steps teach the target tokens' frequencies, not translation: BLEU
+    # is 0 here, and 0.18 for a model that did not train, so it tells
+    # nothing (quality on this data is benchmarks/quality_seq2seq.py's
+    # 40-minute run). The validation loss must fall well below the uniform
+    # guess, log(V), where a model that does not train stays. Measured:
+    # 4.61 against log(V) = 5.48; 5.58 with a learning rate of 1e-9.
+    uniform = math.log(metrics["target_vocabulary_size"])
+    assert metrics["val_loss"][-1] < uniform - 0.4, (metrics, uniform)
     assert all(isinstance(h, str) for h in metrics["hypotheses"])
 
 

@@ -2,7 +2,7 @@
 
 Run as its own process, with `TF_CONFIG` set by the caller: builds the
 strategy (which connects to the other worker) and prints one JSON line with
-`training.worker_output_dir` and the number of replicas.
+`recipes.worker_output_dir` and the number of replicas.
 """
 
 import json
@@ -11,15 +11,15 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_selfattn import training  # noqa: E402
+from keras_selfattn import recipes  # noqa: E402
 
 
 def main(output_dir):
-    strategy = training.make_strategy("multiworker")
+    strategy = recipes.make_strategy("multiworker")
     print(
         json.dumps(
             {
-                "dir": training.worker_output_dir(output_dir, strategy),
+                "dir": recipes.worker_output_dir(output_dir, strategy),
                 "replicas": strategy.num_replicas_in_sync,
             }
         )

@@ -1,14 +1,19 @@
-"""`train_seq2seq`: argument checks that fail before any training.
+"""The seq2seq recipe: argument checks that fail before any training, its
+steps' documentation, and the names that moved out of `models`.
 
-The whole pipeline runs in its docstring example and, on learnable toy
-data, in `tests/examples/test_translation.py` and `test_summarization.py`.
+The whole pipeline runs in `train_seq2seq`'s docstring example and, on
+learnable toy data, in `tests/examples/test_translation.py` and
+`test_summarization.py`.
 """
 
 import os
 
 import pytest
 
-from keras_selfattn.models import train_seq2seq
+import keras_selfattn
+from keras_selfattn.recipes import Seq2SeqOptions
+from keras_selfattn.recipes import seq2seq
+from keras_selfattn.recipes import train_seq2seq
 
 
 def _evaluate(sources, hypotheses, references):
@@ -65,3 +70,35 @@ def test_bad_arguments_fail_before_reading_data(kwargs, error, match, tmp_path):
 def test_missing_split_files_name_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="No train file"):
         train_seq2seq(str(tmp_path), str(tmp_path / "out"), _evaluate)
+
+
+def test_options_and_overrides_combine_before_reading_data(tmp_path):
+    out = str(tmp_path / "out")
+    options = Seq2SeqOptions(shared_vocabulary=True, copy_attention=True)
+    # The override makes the options invalid: caught before any reading.
+    with pytest.raises(ValueError, match="`copy_attention`, expected False"):
+        train_seq2seq(
+            "no-data", out, _evaluate, options, shared_vocabulary=False
+        )
+    with pytest.raises(TypeError, match="embed_size"):
+        train_seq2seq("no-data", out, _evaluate, options, embed_size=8)
+    assert not os.path.exists(out)
+
+
+def test_steps_are_documented():
+    for name in seq2seq.__all__:
+        doc = getattr(seq2seq, name).__doc__
+        assert "Args:" in doc, name
+        if not isinstance(getattr(seq2seq, name), type):
+            assert "Returns:" in doc, name
+
+
+def test_seq2seq_names_are_reachable_from_the_package():
+    for name in seq2seq.__all__:
+        assert getattr(keras_selfattn.recipes, name) is getattr(seq2seq, name)
+
+
+@pytest.mark.parametrize("name", ["train_seq2seq", "add_seq2seq_arguments"])
+def test_moved_model_names_say_where_they_went(name):
+    with pytest.raises(AttributeError, match=f"keras_selfattn.recipes.{name}"):
+        getattr(keras_selfattn.models, name)

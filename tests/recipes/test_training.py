@@ -1,12 +1,13 @@
-"""`keras_selfattn.training`: callbacks, strategy, schedule, resumable fit."""
+"""`keras_selfattn.recipes`: callbacks, strategies, schedules, resumable
+`fit`, the output-folder rules."""
 
-import argparse
 import json
 import math
 import os
 import socket
 import subprocess
 import sys
+import time
 import types
 
 import keras
@@ -15,7 +16,11 @@ import pytest
 import tensorflow as tf
 
 import keras_selfattn
-from keras_selfattn import training
+from keras_selfattn import recipes
+from keras_selfattn.recipes import args
+from keras_selfattn.recipes import callbacks
+from keras_selfattn.recipes import fitting
+from keras_selfattn.recipes import runs
 from tests.examples.events import read_scalars
 from tests.examples.support import InterruptAfter
 from tests.examples.support import Interrupted
@@ -53,16 +58,27 @@ def _fit(model, callbacks, epochs=5, **kwargs):
     )
 
 
-def test_public_names_are_documented_with_examples():
-    for name in training.__all__:
-        doc = getattr(training, name).__doc__
+@pytest.mark.parametrize(
+    "module", [args, callbacks, fitting, runs], ids=lambda m: m.__name__
+)
+def test_public_names_are_documented_with_examples(module):
+    for name in module.__all__:
+        doc = getattr(module, name).__doc__
         assert "Args:" in doc and ">>>" in doc, name
-        if not isinstance(getattr(training, name), type):
+        if not isinstance(getattr(module, name), type):
             assert "Returns:" in doc, name
 
 
-def test_reachable_from_the_package():
-    assert keras_selfattn.training is training
+def test_every_public_name_is_reachable_from_the_package():
+    modules = [args, callbacks, fitting, runs]
+    # The seq2seq names are checked without importing TensorFlow's module
+    # here: by name only (tests/recipes/test_seq2seq.py loads them).
+    names = [name for module in modules for name in module.__all__]
+    for module in modules:
+        for name in module.__all__:
+            assert getattr(recipes, name) is getattr(module, name), name
+    assert set(names) <= set(recipes.__all__)
+    assert keras_selfattn.recipes is recipes
 
 
 def test_import_needs_no_tensorboard():
@@ -74,8 +90,8 @@ def test_import_needs_no_tensorboard():
         "        if name.split('.')[0] == 'tensorboard':\n"
         "            raise ImportError('no tensorboard')\n"
         "sys.meta_path.insert(0, Refuse())\n"
-        "from keras_selfattn import training\n"
-        "callback = training.tensorboard_callback('logs')\n"
+        "from keras_selfattn import recipes\n"
+        "callback = recipes.tensorboard_callback('logs')\n"
         "assert type(callback).__name__ == 'EpochScalars', callback\n"
         "assert 'tensorboard' not in sys.modules\n"
     )
@@ -88,14 +104,14 @@ def test_import_needs_no_tensorboard():
 
 def test_stop_at_step_stops_mid_epoch():
     model = _model()
-    history = _fit(model, [training.StopAtStep(3)])
+    history = _fit(model, [recipes.StopAtStep(3)])
     assert _steps(model) == 3
     assert history.epoch == [0]
 
 
 def test_stop_at_step_counts_across_epochs():
     model = _model()
-    history = _fit(model, [training.StopAtStep(STEPS_PER_EPOCH + 2)])
+    history = _fit(model, [recipes.StopAtStep(STEPS_PER_EPOCH + 2)])
     assert _steps(model) == STEPS_PER_EPOCH + 2
     assert history.epoch == [0, 1]
 
@@ -103,7 +119,7 @@ def test_stop_at_step_counts_across_epochs():
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, None, "3"])
 def test_stop_at_step_rejects_bad_max_steps(bad):
     with pytest.raises(ValueError, match="`max_steps`, expected a positive"):
-        training.StopAtStep(bad)
+        recipes.StopAtStep(bad)
 
 
 # TimeBudget
@@ -111,7 +127,7 @@ def test_stop_at_step_rejects_bad_max_steps(bad):
 
 def test_zero_time_budget_stops_after_one_step():
     model = _model()
-    budget = training.TimeBudget(0)
+    budget = recipes.TimeBudget(0)
     _fit(model, [budget])
     assert budget.stopped is True
     assert _steps(model) == 1
@@ -119,7 +135,7 @@ def test_zero_time_budget_stops_after_one_step():
 
 def test_ample_time_budget_does_not_stop():
     model = _model()
-    budget = training.TimeBudget(60)
+    budget = recipes.TimeBudget(60)
     _fit(model, [budget], epochs=2)
     assert budget.stopped is False
     assert budget.seconds == 3600.0
@@ -129,7 +145,7 @@ def test_ample_time_budget_does_not_stop():
 @pytest.mark.parametrize("bad", [-1, -0.5, math.nan, math.inf, True, "1"])
 def test_time_budget_rejects_bad_minutes(bad):
     with pytest.raises(ValueError, match="`minutes`, expected a float >= 0"):
-        training.TimeBudget(bad)
+        recipes.TimeBudget(bad)
 
 
 # EpochScalars and tensorboard_callback
@@ -139,7 +155,7 @@ def test_epoch_scalars_write_the_history(tmp_path):
     model = _model()
     history = _fit(
         model,
-        [training.EpochScalars(str(tmp_path))],
+        [recipes.EpochScalars(str(tmp_path))],
         epochs=3,
         validation_data=_data(),
     )
@@ -155,14 +171,14 @@ def test_epoch_scalars_write_the_history(tmp_path):
 
 def test_epoch_scalars_rejects_a_non_path():
     with pytest.raises(TypeError, match="`log_dir`, expected a path"):
-        training.EpochScalars(3)
+        recipes.EpochScalars(3)
 
 
 def test_tensorboard_callback_without_tensorboard(monkeypatch, tmp_path):
     # `None` in sys.modules makes `import tensorboard` raise ImportError.
     monkeypatch.setitem(sys.modules, "tensorboard", None)
-    callback = training.tensorboard_callback(str(tmp_path))
-    assert isinstance(callback, training.EpochScalars)
+    callback = recipes.tensorboard_callback(str(tmp_path))
+    assert isinstance(callback, recipes.EpochScalars)
     assert callback.log_dir == str(tmp_path)
 
 
@@ -170,27 +186,27 @@ def test_tensorboard_callback_with_tensorboard(monkeypatch, tmp_path):
     monkeypatch.setitem(
         sys.modules, "tensorboard", types.ModuleType("tensorboard")
     )
-    callback = training.tensorboard_callback(str(tmp_path))
+    callback = recipes.tensorboard_callback(str(tmp_path))
     assert isinstance(callback, keras.callbacks.TensorBoard)
     assert callback.log_dir == str(tmp_path)
 
 
 def test_tensorboard_callback_rejects_a_non_path():
     with pytest.raises(TypeError, match="`log_dir`, expected a path"):
-        training.tensorboard_callback(None)
+        recipes.tensorboard_callback(None)
 
 
 # make_strategy
 
 
 def test_default_strategy_is_the_current_one():
-    strategy = training.make_strategy("default")
+    strategy = recipes.make_strategy("default")
     assert strategy is tf.distribute.get_strategy()
     assert strategy.num_replicas_in_sync == 1
 
 
 def test_mirrored_strategy():
-    strategy = training.make_strategy("mirrored")
+    strategy = recipes.make_strategy("mirrored")
     assert isinstance(strategy, tf.distribute.MirroredStrategy)
     assert strategy.num_replicas_in_sync >= 1
 
@@ -200,7 +216,7 @@ def test_make_strategy_names_the_choices(bad):
     # "multiworker" is not built here: it must come before any other
     # TensorFlow work in the process.
     with pytest.raises(ValueError, match="`name`, expected one of 'default'"):
-        training.make_strategy(bad)
+        recipes.make_strategy(bad)
 
 
 # worker_output_dir
@@ -242,16 +258,16 @@ WITH_CHIEF = {"chief": ["c:1"], "worker": ["a:1", "b:1"]}
 )
 def test_worker_output_dir_in_a_cluster(jobs, task_type, task_id, expected):
     strategy = _strategy(jobs, task_type, task_id)
-    assert training.worker_output_dir("out", strategy) == expected
+    assert recipes.worker_output_dir("out", strategy) == expected
 
 
 def test_worker_output_dir_outside_a_cluster():
     for strategy in (
-        training.make_strategy("default"),
-        training.make_strategy("mirrored"),
+        recipes.make_strategy("default"),
+        recipes.make_strategy("mirrored"),
         types.SimpleNamespace(cluster_resolver=None),
     ):
-        assert training.worker_output_dir("out", strategy) == "out"
+        assert recipes.worker_output_dir("out", strategy) == "out"
 
 
 def _free_port():
@@ -264,7 +280,10 @@ def test_worker_output_dir_with_a_real_two_worker_cluster(tmp_path):
     # Two local processes form a MultiWorkerMirroredStrategy cluster over
     # localhost; only worker 0 (the chief) gets the shared folder.
     script = os.path.join(
-        os.path.dirname(__file__), "scripts", "multiworker_output_dir.py"
+        os.path.dirname(__file__),
+        os.pardir,
+        "scripts",
+        "multiworker_output_dir.py",
     )
     hosts = [f"localhost:{_free_port()}" for _ in range(2)]
     shared = str(tmp_path / "run")
@@ -306,10 +325,10 @@ def test_worker_output_dir_with_a_real_two_worker_cluster(tmp_path):
 
 
 def test_constant_schedule_is_the_float():
-    lr = training.learning_rate_schedule(3e-4)
+    lr = recipes.learning_rate_schedule(3e-4)
     assert lr == 3e-4 and isinstance(lr, float)
     # Steps and warm-up belong to the cosine schedule only.
-    assert training.learning_rate_schedule(2, total_steps=5) == 2.0
+    assert recipes.learning_rate_schedule(2, total_steps=5) == 2.0
 
 
 def _at(schedule, step):
@@ -318,7 +337,7 @@ def _at(schedule, step):
 
 def test_cosine_warms_up_then_decays_to_zero():
     peak, total, warmup = 1e-3, 110, 10
-    lr = training.learning_rate_schedule(
+    lr = recipes.learning_rate_schedule(
         peak, "cosine", total_steps=total, warmup_steps=warmup
     )
     assert isinstance(lr, keras.optimizers.schedules.LearningRateSchedule)
@@ -334,7 +353,7 @@ def test_cosine_warms_up_then_decays_to_zero():
 
 
 def test_cosine_without_warmup_starts_at_the_peak():
-    lr = training.learning_rate_schedule(0.1, "cosine", total_steps=40)
+    lr = recipes.learning_rate_schedule(0.1, "cosine", total_steps=40)
     assert _at(lr, 0) == pytest.approx(0.1, rel=1e-6)
     assert _at(lr, 20) == pytest.approx(0.05, rel=1e-5)
     assert _at(lr, 40) == pytest.approx(0.0, abs=1e-9)
@@ -342,7 +361,7 @@ def test_cosine_without_warmup_starts_at_the_peak():
 
 def test_cosine_schedule_drives_an_optimizer():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    lr = training.learning_rate_schedule(
+    lr = recipes.learning_rate_schedule(
         0.1, "cosine", total_steps=2 * STEPS_PER_EPOCH, warmup_steps=4
     )
     model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
@@ -371,17 +390,36 @@ def test_cosine_schedule_drives_an_optimizer():
 def test_learning_rate_schedule_rejects_bad_arguments(kwargs, match):
     kwargs = {"learning_rate": 1e-3, **kwargs}
     with pytest.raises(ValueError, match=match):
-        training.learning_rate_schedule(**kwargs)
+        recipes.learning_rate_schedule(**kwargs)
 
 
 # fit_resumable
 
 
+class _SlowEpochs(keras.callbacks.Callback):
+    """Makes every epoch last at least `seconds`, so a training time
+    rounded to 0.1 s cannot be right by accident."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(self.seconds)
+
+
 def test_fit_resumable_record_and_files(tmp_path):
     model = _model()
-    history, record = training.fit_resumable(
-        model, _data(), str(tmp_path), validation_data=_data(), epochs=2
+    start = time.time()
+    history, record = recipes.fit_resumable(
+        model,
+        _data(),
+        str(tmp_path),
+        validation_data=_data(),
+        epochs=2,
+        callbacks=[_SlowEpochs(0.4)],
     )
+    elapsed = time.time() - start
     assert set(record) == {
         "train_seconds",
         "train_loss",
@@ -396,7 +434,9 @@ def test_fit_resumable_record_and_files(tmp_path):
     assert record["train_loss"] == pytest.approx(history.history["loss"])
     assert record["val_loss"] == pytest.approx(history.history["val_loss"])
     assert record["stopped_by_time_budget"] is False
-    assert record["train_seconds"] >= 0
+    # The time of `fit` itself: at least the two slowed epochs, at most the
+    # whole call (rounded to 0.1 s).
+    assert 0.8 <= record["train_seconds"] <= round(elapsed, 1) + 0.05
     assert os.listdir(tmp_path / "logs")
     # Training finished: the interruption backup is gone.
     assert not os.path.exists(tmp_path / "backup")
@@ -407,7 +447,7 @@ def test_fit_resumable_continues_after_an_interruption(tmp_path):
     model = _model()
     # In the middle of the second epoch.
     with pytest.raises(Interrupted):
-        training.fit_resumable(
+        recipes.fit_resumable(
             model,
             _data(),
             out,
@@ -415,7 +455,7 @@ def test_fit_resumable_continues_after_an_interruption(tmp_path):
             callbacks=[InterruptAfter(STEPS_PER_EPOCH + 3)],
         )
     assert os.listdir(tmp_path / "backup")
-    _, record = training.fit_resumable(_model(), _data(), out, epochs=3)
+    _, record = recipes.fit_resumable(_model(), _data(), out, epochs=3)
     # Epoch 0 was backed up; the re-run repeats epoch 1 and finishes.
     assert record["initial_epoch"] == 1
     assert record["epochs"] == [1, 2]
@@ -423,12 +463,12 @@ def test_fit_resumable_continues_after_an_interruption(tmp_path):
 
 
 def test_fit_resumable_step_cap_and_time_budget(tmp_path):
-    _, record = training.fit_resumable(
+    _, record = recipes.fit_resumable(
         _model(), _data(), str(tmp_path / "a"), epochs=4, max_steps=10
     )
     assert record["steps"] == 10 and record["epochs"] == [0, 1]
     assert record["stopped_by_time_budget"] is False
-    _, record = training.fit_resumable(
+    _, record = recipes.fit_resumable(
         _model(), _data(), str(tmp_path / "b"), epochs=4, time_budget_minutes=0
     )
     assert record["steps"] == 1 and record["stopped_by_time_budget"] is True
@@ -436,11 +476,11 @@ def test_fit_resumable_step_cap_and_time_budget(tmp_path):
 
 def test_fit_resumable_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="`epochs`, expected a positive"):
-        training.fit_resumable(_model(), _data(), str(tmp_path), epochs=0)
+        recipes.fit_resumable(_model(), _data(), str(tmp_path), epochs=0)
     with pytest.raises(ValueError, match="`max_steps`"):
-        training.fit_resumable(_model(), _data(), str(tmp_path), max_steps=0)
+        recipes.fit_resumable(_model(), _data(), str(tmp_path), max_steps=0)
     with pytest.raises(ValueError, match="`minutes`"):
-        training.fit_resumable(
+        recipes.fit_resumable(
             _model(), _data(), str(tmp_path), time_budget_minutes=-1
         )
 
@@ -466,15 +506,15 @@ def _tree(folder):
 
 
 def test_prepare_output_dir_new(tmp_path):
-    assert training.prepare_output_dir(str(tmp_path / "missing")) == "new"
+    assert recipes.prepare_output_dir(str(tmp_path / "missing")) == "new"
     # Created later by the run, not by the check.
     assert not os.path.exists(tmp_path / "missing")
-    assert training.prepare_output_dir(tmp_path) == "new"
+    assert recipes.prepare_output_dir(tmp_path) == "new"
     # Hidden files and the other workers' sub-folders are not a run.
     _touch(str(tmp_path / ".DS_Store"))
     _touch(str(tmp_path / "workers" / "worker_1" / "metrics.json"))
-    assert training.prepare_output_dir(str(tmp_path)) == "new"
-    assert training.prepare_output_dir(str(tmp_path), overwrite=True) == "new"
+    assert recipes.prepare_output_dir(str(tmp_path)) == "new"
+    assert recipes.prepare_output_dir(str(tmp_path), overwrite=True) == "new"
 
 
 def test_prepare_output_dir_finished_and_interrupted(tmp_path):
@@ -482,12 +522,12 @@ def test_prepare_output_dir_finished_and_interrupted(tmp_path):
     os.makedirs(tmp_path / "backup")
     _touch(str(tmp_path / "checkpoint.keras"))
     before = _tree(out)
-    assert training.prepare_output_dir(out) == "resume"
+    assert recipes.prepare_output_dir(out) == "resume"
     assert _tree(out) == before
     # metrics.json is written last: it marks the run finished.
     _touch(str(tmp_path / "metrics.json"), "{}")
     before = _tree(out)
-    assert training.prepare_output_dir(out) == "finished"
+    assert recipes.prepare_output_dir(out) == "finished"
     assert _tree(out) == before
     assert os.path.isdir(tmp_path / "backup")
 
@@ -498,7 +538,7 @@ def test_prepare_output_dir_refuses_a_used_folder(tmp_path):
     _touch(str(tmp_path / "serving" / "1" / "saved_model.pb"))
     before = _tree(out)
     with pytest.raises(FileExistsError) as error:
-        training.prepare_output_dir(out)
+        recipes.prepare_output_dir(out)
     message = str(error.value)
     assert "--overwrite" in message and out in message
     assert "checkpoint.keras, serving" in message
@@ -514,7 +554,7 @@ def test_prepare_output_dir_overwrite_keeps_the_published_versions(tmp_path):
     _touch(str(tmp_path / "logs" / "train" / "events"))
     _touch(str(tmp_path / "text_classifier.keras"))
     serving = _tree(str(tmp_path / "serving"))
-    assert training.prepare_output_dir(out, overwrite=True) == "overwrite"
+    assert recipes.prepare_output_dir(out, overwrite=True) == "overwrite"
     # A fresh run: no backup to resume, no finished metrics.
     assert not os.path.exists(tmp_path / "backup")
     assert not os.path.exists(tmp_path / "metrics.json")
@@ -526,14 +566,14 @@ def test_prepare_output_dir_overwrite_keeps_the_published_versions(tmp_path):
     assert _tree(str(tmp_path / "serving")) == serving
     # Used, neither finished nor interrupted: refused without the flag.
     with pytest.raises(FileExistsError, match="--overwrite"):
-        training.prepare_output_dir(out)
-    assert training.prepare_output_dir(out, overwrite=True) == "overwrite"
+        recipes.prepare_output_dir(out)
+    assert recipes.prepare_output_dir(out, overwrite=True) == "overwrite"
 
 
 def test_prepare_output_dir_after_a_real_interruption(tmp_path):
     out = str(tmp_path)
     with pytest.raises(Interrupted):
-        training.fit_resumable(
+        recipes.fit_resumable(
             _model(),
             _data(),
             out,
@@ -541,11 +581,11 @@ def test_prepare_output_dir_after_a_real_interruption(tmp_path):
             callbacks=[InterruptAfter(STEPS_PER_EPOCH + 3)],
             verbose=0,
         )
-    assert training.prepare_output_dir(out) == "resume"
-    training.fit_resumable(_model(), _data(), out, epochs=3, verbose=0)
+    assert recipes.prepare_output_dir(out) == "resume"
+    recipes.fit_resumable(_model(), _data(), out, epochs=3, verbose=0)
     # Training ended (backup deleted) but no metrics.json was written.
     with pytest.raises(FileExistsError, match="logs"):
-        training.prepare_output_dir(out)
+        recipes.prepare_output_dir(out)
 
 
 def test_prepare_output_dir_every_worker_decides_from_the_chief(tmp_path):
@@ -555,19 +595,19 @@ def test_prepare_output_dir_every_worker_decides_from_the_chief(tmp_path):
     mine = tmp_path / "workers" / "worker_2"
     # The chief's folder holds a finished run; this worker's was deleted.
     _touch(str(tmp_path / "metrics.json"), "{}")
-    assert training.prepare_output_dir(out, strategy=worker) == "finished"
-    assert training.prepare_output_dir(out, strategy=chief) == "finished"
+    assert recipes.prepare_output_dir(out, strategy=worker) == "finished"
+    assert recipes.prepare_output_dir(out, strategy=chief) == "finished"
     # An overwrite clears only the folder the process writes to.
     _touch(str(mine / "metrics.json"), "{}")
     _touch(str(mine / "backup" / "state"))
     assert (
-        training.prepare_output_dir(out, overwrite=True, strategy=worker)
+        recipes.prepare_output_dir(out, overwrite=True, strategy=worker)
         == "overwrite"
     )
     assert os.listdir(mine) == []
     assert os.path.exists(tmp_path / "metrics.json")
     assert (
-        training.prepare_output_dir(out, overwrite=True, strategy=chief)
+        recipes.prepare_output_dir(out, overwrite=True, strategy=chief)
         == "overwrite"
     )
     assert not os.path.exists(tmp_path / "metrics.json")
@@ -575,9 +615,9 @@ def test_prepare_output_dir_every_worker_decides_from_the_chief(tmp_path):
 
 def test_prepare_output_dir_rejects_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="`output_dir`, expected a path"):
-        training.prepare_output_dir(None)
+        recipes.prepare_output_dir(None)
     with pytest.raises(TypeError, match="`overwrite`, expected a bool"):
-        training.prepare_output_dir(str(tmp_path), overwrite="yes")
+        recipes.prepare_output_dir(str(tmp_path), overwrite="yes")
 
 
 # report_finished_run
@@ -592,21 +632,21 @@ def test_report_finished_run_prints_and_returns_the_metrics(tmp_path, capsys):
         "export_dir": "runs/sst2/serving/1",
     }
     _touch(str(tmp_path / "metrics.json"), json.dumps(metrics))
-    assert training.report_finished_run(str(tmp_path)) == metrics
+    assert recipes.report_finished_run(str(tmp_path)) == metrics
     line = capsys.readouterr().out
     assert f"The run in {tmp_path} is finished" in line
     assert "test_accuracy 0.8028, test_loss 0.4406, steps 315" in line
     assert "exported to runs/sst2/serving/1" in line
     assert "--overwrite" in line
     # Explicit keys win; missing ones are skipped.
-    training.report_finished_run(str(tmp_path), ["test_loss", "bleu"])
+    recipes.report_finished_run(str(tmp_path), ["test_loss", "bleu"])
     line = capsys.readouterr().out
     assert "finished: test_loss 0.4406, steps 315;" in line
 
 
 def test_report_finished_run_without_key_metrics(tmp_path, capsys):
     _touch(str(tmp_path / "metrics.json"), '{"bleu": 12.5}')
-    assert training.report_finished_run(str(tmp_path)) == {"bleu": 12.5}
+    assert recipes.report_finished_run(str(tmp_path)) == {"bleu": 12.5}
     assert "finished: no key metrics recorded." in capsys.readouterr().out
 
 
@@ -628,126 +668,21 @@ def test_compare_with_published(tmp_path, capsys):
     metrics = {"test_accuracy": 0.551, "test_loss": 0.69}
     keys = ["test_accuracy"]
     # Nothing published yet: nothing to compare with.
-    assert training.compare_with_published(serving, metrics, keys) is None
+    assert recipes.compare_with_published(serving, metrics, keys) is None
     assert capsys.readouterr().out == ""
     _version(serving, 1, {"test_accuracy": 0.6})
     _version(serving, 2, {"test_accuracy": 0.803, "version": 2})
-    line = training.compare_with_published(serving, metrics, keys)
+    line = recipes.compare_with_published(serving, metrics, keys)
     # The latest version: the one TF Serving serves now.
     assert line == (
         "serving/2: test_accuracy 0.803; this run: test_accuracy 0.551"
     )
     assert capsys.readouterr().out == line + "\n"
     _version(serving, 3)  # exported by another tool, without a record
-    line = training.compare_with_published(
+    line = recipes.compare_with_published(
         serving, metrics, ["test_accuracy", "test_loss"]
     )
     assert line == (
         "serving/3: no recorded metrics; "
         "this run: test_accuracy 0.551, test_loss 0.69"
     )
-
-
-# require_modules
-
-
-def test_require_modules_finds_installed_ones():
-    assert training.require_modules(["json", "numpy"]) == ["json", "numpy"]
-    assert training.require_modules("json") == ["json"]
-
-
-def test_require_modules_names_a_missing_module(monkeypatch):
-    # `None` in sys.modules: the module counts as not installed.
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(SystemExit) as error:
-        training.require_modules(["json", "matplotlib"])
-    message = str(error.value)
-    assert message == (
-        "Missing optional module matplotlib; install it with:\n"
-        'pip install "keras-selfattn[examples]"'
-    )
-
-
-def test_require_modules_names_every_missing_module(monkeypatch):
-    real = training.importlib.util.find_spec
-
-    def find_spec(name, *args):
-        if name == "broken":
-            raise ValueError("broken.__spec__ is None")
-        return real(name, *args)
-
-    monkeypatch.setattr(training.importlib.util, "find_spec", find_spec)
-    with pytest.raises(SystemExit, match="modules no_such_mod, broken;"):
-        training.require_modules(
-            ["no_such_mod", "json", "broken"], install="pip install x"
-        )
-    with pytest.raises(SystemExit, match="install them with:\npip install x"):
-        training.require_modules(["no_such_mod", "broken"], "pip install x")
-
-
-# add_training_arguments
-
-
-def _parser():
-    parser = argparse.ArgumentParser()
-    group = training.add_training_arguments(
-        parser, epochs=7, batch_size=16, learning_rate=2e-4
-    )
-    return parser, group
-
-
-def test_training_arguments_defaults():
-    parser, _ = _parser()
-    args = vars(parser.parse_args([]))
-    assert args == {
-        "epochs": 7,
-        "max_steps": None,
-        "time_budget_minutes": None,
-        "batch_size": 16,
-        "learning_rate": 2e-4,
-        "lr_schedule": "constant",
-        "warmup_steps": 0,
-        "seed": 42,
-        "strategy": "default",
-        "verbose": 1,
-        "overwrite": False,
-    }
-
-
-def test_training_arguments_parse_and_extend():
-    parser, group = _parser()
-    group.add_argument("--patience", type=int, default=None)
-    args = parser.parse_args(
-        [
-            "--lr-schedule",
-            "cosine",
-            "--warmup-steps",
-            "5",
-            "--max-steps",
-            "9",
-            "--time-budget-minutes",
-            "0.5",
-            "--strategy",
-            "mirrored",
-            "--verbose",
-            "2",
-            "--patience",
-            "3",
-            "--overwrite",
-        ]
-    )
-    assert (args.lr_schedule, args.warmup_steps) == ("cosine", 5)
-    assert (args.max_steps, args.time_budget_minutes) == (9, 0.5)
-    assert (args.strategy, args.verbose, args.patience) == ("mirrored", 2, 3)
-    assert args.overwrite is True
-
-
-@pytest.mark.parametrize(
-    "flags",
-    [["--lr-schedule", "linear"], ["--strategy", "tpu"], ["--verbose", "3"]],
-)
-def test_training_arguments_enforce_choices(flags, capsys):
-    parser, _ = _parser()
-    with pytest.raises(SystemExit):
-        parser.parse_args(flags)
-    assert "invalid choice" in capsys.readouterr().err
