@@ -167,3 +167,77 @@ def test_errors_name_the_argument(tmp_path):
         export_litert(model, tmp_path / "m.keras")
     with pytest.raises(ValueError, match="argument `quantization`"):
         export_litert(model, tmp_path / "m.tflite", quantization="int8")
+
+
+class _DecodeStep(keras.layers.Layer):
+    """Token ids and a causal block's cache in; next-token logits and
+    the new cache out: one on-device decoding step."""
+
+    def __init__(self, block, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = keras.layers.Embedding(VOCAB, WIDTH)
+        self.block = block
+        self.head = keras.layers.Dense(VOCAB)
+
+    def call(self, ids, key, value, key_mask, index):
+        cache = {"key": key, "value": value, "key_mask": key_mask}
+        y, cache = self.block(
+            self.embedding(ids), cache=cache, cache_update_index=index[0]
+        )
+        return self.head(y), cache["key"], cache["value"], cache["key_mask"]
+
+    def full(self, ids):
+        return self.head(self.block(self.embedding(ids)))
+
+
+def test_cached_decoding_runs_on_device(tmp_path):
+    # A prompt at once, then one token per call, each call feeding back the
+    # cache the previous one returned: equal to Keras' full causal call.
+    block = ksa.TransformerBlock(
+        4,
+        24,
+        causal=True,
+        position_embedding="rotary",
+        num_key_value_heads=2,
+    )
+    step = _DecodeStep(block)
+    tokens = np.array([[5, 9, 11, 4, 8, 2], [7, 3, 1, 9, 9, 6]], "int32")
+    expected = keras.ops.convert_to_numpy(step.full(tokens))
+    batch, max_length = tokens.shape[0], 10
+    empty = {k: np.asarray(v) for k, v in block.init_cache(2, 10).items()}
+    inputs = [
+        keras.Input((None,), batch_size=batch, dtype="int32", name="ids"),
+        keras.Input(empty["key"].shape[1:], batch_size=batch, name="key"),
+        keras.Input(empty["value"].shape[1:], batch_size=batch, name="value"),
+        keras.Input(
+            (max_length,), batch_size=batch, dtype="bool", name="key_mask"
+        ),
+        keras.Input((), batch_size=1, dtype="int32", name="index"),
+    ]
+    model = keras.Model(inputs, list(step(*inputs)))
+    path = export_litert(model, tmp_path / "step.tflite")
+    cache = (empty["key"], empty["value"], empty["key_mask"])
+    logits = []
+    for start, stop in ((0, 3), (3, 4), (4, 5), (5, 6)):
+        out = _run_named(
+            path,
+            ids=tokens[:, start:stop],
+            key=cache[0],
+            value=cache[1],
+            key_mask=cache[2],
+            index=np.array([start], "int32"),
+        )
+        logits.append(out[0])
+        cache = tuple(out[1:])
+    np.testing.assert_allclose(
+        np.concatenate(logits, axis=1), expected, atol=2e-5
+    )
+
+
+def _run_named(path, **feeds):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(path)
+    signature = interpreter.get_signature_list()["serving_default"]
+    outputs = interpreter.get_signature_runner()(**feeds)
+    return [outputs[name] for name in signature["outputs"]]
