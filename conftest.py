@@ -9,7 +9,24 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+from tests import harness  # noqa: E402
+
 DATA_ENV = "KERAS_SELFATTN_DATA"
+COVERAGE_TEST = (
+    "test_harness_coverage.py::test_every_public_layer_goes_through_the_harness"
+)
+
+
+@pytest.hookimpl(trylast=True)  # after `-k` / `-m` deselected theirs
+def pytest_collection_modifyitems(config, items):
+    """Run the harness coverage test last, and tell it whether any layer
+    test is in this session (tests/test_harness_coverage.py)."""
+    last = [item for item in items if item.nodeid.endswith(COVERAGE_TEST)]
+    items[:] = [item for item in items if item not in last] + last
+    layers = os.path.join(os.path.dirname(__file__), "tests", "layers")
+    config.stash[harness.LAYER_TESTS_SELECTED] = sum(
+        str(item.path).startswith(layers + os.sep) for item in items
+    )
 
 
 @pytest.fixture(autouse=True)

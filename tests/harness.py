@@ -18,12 +18,25 @@ check reports on its own). The checks:
   positions and fully padded rows give zeros with finite gradients.
 - `saving`: `.keras` save/load in functional, Sequential and subclassed
   models gives identical outputs, with no `custom_objects`.
-- `export`: `model.export()` reloads with `tf.saved_model.load` (two batch
-  sizes) and `keras.layers.TFSMLayer`, with identical outputs.
-- `xla`: `jit_compile=True` equals eager, with a variable sequence length.
+- `export` (TensorFlow only): `model.export()` reloads with
+  `tf.saved_model.load` (two batch sizes) and `keras.layers.TFSMLayer`, with
+  identical outputs; a masked SavedModel signature with `None` dimensions.
+- `xla`: the backend's compiler (`tf.function(jit_compile=True)`,
+  `jax.jit`) equals eager, with a variable sequence length.
+
+Every check but `export` is backend-neutral: gradients go through
+`gradients(...)`, a small per-backend helper (TensorFlow's `GradientTape`,
+`jax.grad`, `torch.autograd.grad`) around a `stateless_call`, so the same
+checks run under `KERAS_BACKEND=jax` and `torch` (tests/test_backends.py
+runs them there). On another backend `export` skips with the reason, and
+so does `xla` on PyTorch (Keras compiles with `torch.compile` there, which is
+not XLA). Each check that passes is recorded in `RAN`, which
+tests/test_harness_coverage.py reads to check that every public layer went
+through the harness in the session.
 """
 
 import dataclasses
+import functools
 import inspect
 import json
 import os
@@ -31,7 +44,7 @@ import tempfile
 
 import keras
 import numpy as np
-import tensorflow as tf
+import pytest
 from keras import ops
 
 from keras_selfattn.layers import _masking
@@ -106,6 +119,83 @@ def weight_name(weight):
 
 def to_numpy(x):
     return ops.convert_to_numpy(x)
+
+
+# --------------------------------------------------------------------------
+# The per-backend pieces: gradients and the compiler.
+
+
+def _backend():
+    return keras.backend.backend()
+
+
+def gradients(loss_fn, values):
+    """The gradients of `loss_fn(values)` (a scalar) with respect to each of
+    `values` (a list of tensors or arrays), on the current backend.
+
+    An input the loss does not depend on gets `None` on TensorFlow and
+    PyTorch and zeros on JAX; the checks refuse both.
+    """
+    backend = _backend()
+    values = [ops.convert_to_tensor(v) for v in values]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            loss = loss_fn(values)
+        return tape.gradient(loss, values)
+    if backend == "jax":
+        import jax
+
+        return jax.grad(loss_fn)(values)
+    if backend == "torch":
+        import torch
+
+        values = [v.detach().requires_grad_(True) for v in values]
+        loss = loss_fn(values)
+        return torch.autograd.grad(loss, values, allow_unused=True)
+    raise NotImplementedError(f"no gradients on the {backend} backend")
+
+
+def _variable_values(layer):
+    return (
+        [v.value for v in layer.trainable_variables],
+        [v.value for v in layer.non_trainable_variables],
+    )
+
+
+def compiled(layer):
+    """`layer`'s call, compiled with XLA: `tf.function(jit_compile=True)` on
+    TensorFlow, `jax.jit` of a `stateless_call` on JAX (the layer must be
+    built). Skips elsewhere: on PyTorch, Keras' `jit_compile=True` means
+    `torch.compile`, not XLA."""
+    backend = _backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(layer, jit_compile=True)
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def pure(trainable, non_trainable, args, kwargs):
+            outputs, _ = layer.stateless_call(
+                trainable, non_trainable, *args, **kwargs
+            )
+            return outputs
+
+        def call(*args, **kwargs):
+            return pure(*_variable_values(layer), args, kwargs)
+
+        return call
+    pytest.skip(f"no XLA compiler on the {backend} backend")
+
+
+def _loss(out):
+    # Square plus identity: a plain sum would not do, since the features of
+    # a normalized output sum to a constant (a zero gradient behind it).
+    return ops.sum(ops.square(out)) + ops.sum(out)
 
 
 def assert_close(actual, expected, tol, what=""):
@@ -220,10 +310,16 @@ def check_train(spec):
         # Nothing to train (`fit` would warn): gradients must still flow.
         _check_input_gradient(model, inputs)
         return
-    with tf.GradientTape() as tape:
-        out = model(inputs, training=True)
-        loss = tf.reduce_sum(tf.square(out)) + tf.reduce_sum(out)
-    grads = tape.gradient(loss, model.trainable_weights)
+    trainable, non_trainable = _variable_values(model)
+
+    def loss_fn(values):
+        out, _ = model.stateless_call(
+            values, non_trainable, inputs, training=True
+        )
+        return _loss(out)
+
+    grads = gradients(loss_fn, trainable)
+    out = model(inputs)
     for weight, grad in zip(model.trainable_weights, grads, strict=True):
         assert grad is not None, f"no gradient for {weight.path}"
         g = to_numpy(grad)
@@ -236,13 +332,11 @@ def check_train(spec):
 
 
 def _check_input_gradient(model, inputs):
-    x = tf.convert_to_tensor(inputs)
-    if not x.dtype.is_floating:
+    if not np.issubdtype(np.asarray(inputs).dtype, np.floating):
         return  # integer inputs have no gradient
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = tf.reduce_sum(model(x, training=True))
-    grad = to_numpy(tape.gradient(loss, x))
+    (grad,) = gradients(lambda v: ops.sum(model(v[0], training=True)), [inputs])
+    assert grad is not None, "no input gradient"
+    grad = to_numpy(grad)
     assert np.all(np.isfinite(grad)), "non-finite input gradient"
     assert np.any(grad != 0), "zero input gradient"
 
@@ -314,17 +408,16 @@ def check_masking(spec):
     if spec.zeros_at_padding:
         padded = ~mask if per_position else empty_rows
         assert np.all(values[padded] == 0.0), "padded outputs must be zero"
-        x = tf.convert_to_tensor(args)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x, mask=mask, **kwargs)
-            loss = tf.reduce_sum(tf.square(y)) + tf.reduce_sum(y)
-        grad = to_numpy(tape.gradient(loss, x))
+        (grad,) = gradients(
+            lambda v: _loss(layer(v[0], mask=mask, **kwargs)), [args]
+        )
+        assert grad is not None, "no input gradient"
+        grad = to_numpy(grad)
         assert np.all(np.isfinite(grad)), "non-finite gradient"
         assert np.all(grad[empty_rows] == 0.0), "gradient into empty rows"
     # The mask is also honoured when it only rides on the input tensor.
-    x = tf.convert_to_tensor(args)
-    _masking.set_keras_mask(x, tf.constant(mask))
+    x = ops.convert_to_tensor(args)
+    _masking.set_keras_mask(x, ops.convert_to_tensor(mask))
     out3 = to_numpy(layer(x, **kwargs))
     assert_close(out3, values, spec.float_tolerance, "mask from _keras_mask")
 
@@ -350,6 +443,10 @@ def check_saving(spec):
 
 
 def check_export(spec):
+    # TensorFlow only (the SavedModel format, `tf.saved_model.load`):
+    # `CHECKS["export"]` skips on another backend.
+    import tensorflow as tf
+
     model = functional_model(spec)
     inputs = model_inputs(spec)
     expected = to_numpy(model(inputs))
@@ -372,6 +469,8 @@ def check_export(spec):
 def _masked_call_signature(spec):
     """The spec's call inputs and mask, with a `tf.function` signature of
     `None` batch and length: `(x, mask, *kwargs values)`."""
+    import tensorflow as tf
+
     args, kwargs = spec.call_inputs()
     mask = np.asarray(spec.mask, dtype=bool)
     names = list(kwargs)
@@ -388,6 +487,8 @@ def _masked_call_signature(spec):
 def _check_masked_export(spec):
     """A SavedModel whose signature takes the padding mask: the reloaded
     function gives the eager masked outputs, for `None` batch and length."""
+    import tensorflow as tf
+
     layer = spec.make()
     args, kwargs, mask, names, signature = _masked_call_signature(spec)
     expected = to_numpy(layer(args, mask=mask, **kwargs))
@@ -414,40 +515,92 @@ def check_xla(spec):
     model = functional_model(spec)
     inputs = model_inputs(spec)
     eager = to_numpy(model(inputs))
-    compiled = tf.function(model, jit_compile=True)
-    assert_close(compiled(inputs), eager, 1e-4, "jit_compile")
+    jitted = compiled(model)
+    assert_close(jitted(inputs), eager, 1e-4, "jit_compile")
     # Variable length: a shorter sequence through the same model.
     shorter = (
         [x[:, :3] for x in inputs]
         if isinstance(inputs, list)
         else inputs[:, :3]
     )
-    assert_close(
-        compiled(shorter), to_numpy(model(shorter)), 1e-4, "jit shorter"
-    )
+    assert_close(jitted(shorter), to_numpy(model(shorter)), 1e-4, "jit shorter")
     if spec.mask is not None:
         _check_masked_xla(spec)
 
 
 def _check_masked_xla(spec):
-    """A masked call compiled once for a `None` length, then two lengths."""
+    """A masked call compiled, then run at two lengths: on TensorFlow one
+    trace for a `None` length; on JAX one trace per length."""
     layer = spec.make()
-    args, kwargs, mask, names, signature = _masked_call_signature(spec)
+    if _backend() == "tensorflow":
+        import tensorflow as tf
 
-    @tf.function(jit_compile=True, input_signature=signature)
-    def compiled(x, m, *extras):
-        return layer(x, mask=m, **dict(zip(names, extras, strict=True)))
+        args, kwargs, mask, names, signature = _masked_call_signature(spec)
+
+        @tf.function(jit_compile=True, input_signature=signature)
+        def jitted(x, m, *extras):
+            return layer(x, mask=m, **dict(zip(names, extras, strict=True)))
+
+    else:
+        args, kwargs = spec.call_inputs()
+        mask = np.asarray(spec.mask, dtype=bool)
+        layer(args, mask=mask, **kwargs)  # build before compiling
+        call = compiled(layer)
+        names = list(kwargs)
+
+        def jitted(x, m, *extras):
+            return call(x, mask=m, **dict(zip(names, extras, strict=True)))
 
     for length in (mask.shape[1], 3):
         cut = {n: v[:, :length] for n, v in kwargs.items()}
         expected = to_numpy(
             layer(args[:, :length], mask=mask[:, :length], **cut)
         )
-        actual = compiled(args[:, :length], mask[:, :length], *cut.values())
+        actual = jitted(args[:, :length], mask[:, :length], *cut.values())
         assert_close(actual, expected, 1e-4, f"masked jit length {length}")
 
 
-CHECKS = {
+# Checks that need TensorFlow itself; the others run on every backend.
+TENSORFLOW_ONLY = ("export",)
+
+# The (layer class, check name) pairs that passed in this process.
+RAN = set()
+# How many tests of tests/layers/ the session selected (set by conftest.py).
+LAYER_TESTS_SELECTED = pytest.StashKey[int]()
+
+
+def _unavailable(name):
+    """Why check `name` cannot run on this backend, or `None`."""
+    backend = _backend()
+    if name in TENSORFLOW_ONLY and backend != "tensorflow":
+        return f"the `{name}` check is TensorFlow-only (SavedModel)"
+    if name == "xla" and backend == "torch":
+        # Keras' `jit_compile=True` means `torch.compile` on PyTorch.
+        return "no XLA compiler on the torch backend"
+    return None
+
+
+def _recorded(name, check):
+    """`check`, skipped where it cannot run on this backend, recorded in
+    `RAN` when it passes."""
+
+    @functools.wraps(check)
+    def run(spec):
+        reason = _unavailable(name)
+        if reason:
+            pytest.skip(reason)
+        check(spec)
+        RAN.add((spec.cls, name))
+
+    return run
+
+
+def checks_on_this_backend():
+    """The names of the checks that run on the current backend."""
+    return [name for name in _CHECKS if _unavailable(name) is None]
+
+
+_CHECKS = {
     "config": check_config,
     "weights": check_weights,
     "shapes": check_shapes,
@@ -459,8 +612,31 @@ CHECKS = {
     "xla": check_xla,
 }
 
+CHECKS = {name: _recorded(name, check) for name, check in _CHECKS.items()}
+
+
+# Cheap enough to run for every variant of a layer on every backend; the
+# others (a second precision, a `.keras` file, export, a compile) run on
+# JAX and PyTorch once per layer, for its main spec.
+LIGHT_CHECKS = ("config", "weights", "shapes", "train", "masking")
+
+
+def check_params(names=None, *, variant=False):
+    """Check names (all by default) as `pytest.param`s for a contract
+    test, marked `all_backends` where tests/test_backends.py also runs them
+    on JAX and PyTorch: every check for a layer's main spec, the light ones
+    for a `variant`."""
+    everywhere = LIGHT_CHECKS if variant else tuple(_CHECKS)
+    return [
+        pytest.param(name, marks=pytest.mark.all_backends)
+        if name in everywhere
+        else name
+        for name in (names or _CHECKS)
+    ]
+
 
 def run_layer_test(spec, checks=None):
-    """Run the named checks (all by default) on `spec`."""
-    for name in checks or CHECKS:
+    """Run the named checks (all that run on this backend by default) on
+    `spec`."""
+    for name in checks or checks_on_this_backend():
         CHECKS[name](spec)

@@ -275,6 +275,9 @@ class PositionalEncoding(keras.layers.Layer):
         inverse_frequency = np.power(self.base, -exponent).astype("float32")
         even = np.arange(encoding_dim) % 2 == 0  # (E,)
         positions = ops.cast(positions, "float32")
+        # As a tensor: a PyTorch tensor times a NumPy array goes through
+        # NumPy's `__array_wrap__` (deprecated in NumPy 2).
+        inverse_frequency = ops.convert_to_tensor(inverse_frequency)  # (E,)
         angles = positions[:, None] * inverse_frequency[None, :]  # (T, E)
         return ops.where(even[None, :], ops.sin(angles), ops.cos(angles))
 

@@ -37,12 +37,15 @@ def _spec(**kwargs):
     )
 
 
-@pytest.mark.parametrize("check", list(harness.CHECKS))
+@pytest.mark.parametrize("check", harness.check_params())
 def test_contract(check):
     harness.CHECKS[check](_spec(dropout=0.1, seed=3))
 
 
-@pytest.mark.parametrize("check", ["config", "train", "masking", "xla"])
+@pytest.mark.parametrize(
+    "check",
+    harness.check_params(["config", "train", "masking", "xla"], variant=True),
+)
 def test_contract_additive_causal_window(check):
     harness.CHECKS[check](_spec(score="additive", causal=True, window=2))
 

@@ -39,7 +39,7 @@ def test_rotary_embedding_layer_axes_start_index_and_positions():
         layer(np.zeros((1, 4, 5), "float32"))
 
 
-@pytest.mark.parametrize("check", list(harness.CHECKS))
+@pytest.mark.parametrize("check", harness.check_params())
 def test_contract(check):
     x = np.random.default_rng(5).normal(size=(2, 5, 8)).astype("float32")
     spec = harness.LayerSpec(

@@ -31,12 +31,12 @@ def _spec(mode):
     )
 
 
-@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
-    "check",
-    ["config", "weights", "shapes", "train", "mixed_precision", "masking"]
-    + ["saving", "export", "xla"],
+    "mode",
+    # "mean" is the main spec on JAX and PyTorch; the others are variants.
+    [pytest.param("mean", marks=pytest.mark.all_backends), *MODES[1:]],
 )
+@pytest.mark.parametrize("check", harness.check_params(variant=True))
 def test_contract(mode, check):
     harness.CHECKS[check](_spec(mode))
 

@@ -36,19 +36,25 @@ def _spec(**kwargs):
     )
 
 
-@pytest.mark.parametrize("check", list(harness.CHECKS))
+@pytest.mark.parametrize("check", harness.check_params())
 def test_contract_post_norm(check):
     harness.CHECKS[check](_spec())
 
 
 @pytest.mark.parametrize(
-    "check", ["config", "weights", "train", "mixed_precision", "masking", "xla"]
+    "check",
+    harness.check_params(
+        ["config", "weights", "train", "mixed_precision", "masking", "xla"],
+        variant=True,
+    ),
 )
 def test_contract_pre_norm_causal(check):
     harness.CHECKS[check](_spec(norm_first=True, causal=True))
 
 
-@pytest.mark.parametrize("check", ["weights", "train", "masking"])
+@pytest.mark.parametrize(
+    "check", harness.check_params(["weights", "train", "masking"], variant=True)
+)
 def test_contract_additive_window_gelu(check):
     harness.CHECKS[check](
         _spec(score="additive", window=1, activation="gelu", dropout=0.0)

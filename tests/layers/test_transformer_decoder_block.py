@@ -56,13 +56,17 @@ def _spec(**kwargs):
     )
 
 
-@pytest.mark.parametrize("check", list(harness.CHECKS))
+@pytest.mark.parametrize("check", harness.check_params())
 def test_contract_post_norm(check):
     harness.CHECKS[check](_spec())
 
 
 @pytest.mark.parametrize(
-    "check", ["weights", "train", "mixed_precision", "masking", "saving"]
+    "check",
+    harness.check_params(
+        ["weights", "train", "mixed_precision", "masking", "saving"],
+        variant=True,
+    ),
 )
 def test_contract_pre_norm(check):
     harness.CHECKS[check](_spec(norm_first=True, activation="gelu"))
