@@ -57,7 +57,13 @@ __all__ = [
 # Submodules reachable as attributes (`keras_selfattn.recipes`) without an
 # import of their own; loaded on first access. `training` is the deprecated
 # old name of `recipes`.
-_LAZY_SUBMODULES = ("metrics", "plotting", "recipes", "training")
+_LAZY_SUBMODULES = (
+    "distribution",
+    "metrics",
+    "plotting",
+    "recipes",
+    "training",
+)
 
 if keras.backend.backend() == "tensorflow":
     # Keras has imported TensorFlow already, so this costs no TensorFlow

@@ -41,6 +41,7 @@ NEUTRAL_IMPORTS = (
     "from keras_selfattn.recipes import fit_resumable",
     "from keras_selfattn.recipes import Seq2SeqOptions",
     "import keras_selfattn.training",
+    "from keras_selfattn import distribution",
     "from keras_selfattn import metrics",
     "from keras_selfattn import plotting",
     "from keras_selfattn.text import find_split",
