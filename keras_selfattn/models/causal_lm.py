@@ -330,10 +330,12 @@ class CausalLM(keras.Model):
             self.output_projection = keras.layers.Dense(
                 vocab_size, use_bias=False, dtype="float32", name="logits"
             )
+        # Every size is known: the weights exist from construction (a
+        # model can be saved, or quantized, before its first call).
+        self.build()
 
     def build(self, input_shape=None):
-        # Every size is known from the arguments: build all sub-layers now,
-        # so a `.keras` file loads without replaying a call.
+        # Every size is known from the arguments: no input shape needed.
         if self.built:
             return
         hidden = (None, None, self.hidden_dim)
