@@ -525,7 +525,7 @@ class CausalLM(keras.Model):
         max_new_tokens = _validation.positive_int(
             "max_new_tokens", max_new_tokens
         )
-        stop = samplers_lib._stop_ids(stop_token_ids)
+        stop = samplers_lib.check_stop_token_ids(stop_token_ids)
         for value in stop:
             if value >= self.vocab_size:
                 raise _validation.invalid(

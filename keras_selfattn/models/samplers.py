@@ -82,7 +82,7 @@ def gumbel_noise(seed, step, shape):
     return -ops.log(-ops.log(_uniform(seed, step, shape)))
 
 
-def _stop_ids(stop_token_ids):
+def check_stop_token_ids(stop_token_ids):
     """`stop_token_ids` (`None`, an int or a sequence of ints) as a tuple."""
     if stop_token_ids is None:
         return ()
@@ -268,7 +268,7 @@ class Sampler:
         max_new_tokens = _validation.positive_int(
             "max_new_tokens", max_new_tokens
         )
-        stop = _stop_ids(stop_token_ids)
+        stop = check_stop_token_ids(stop_token_ids)
         pad_id = _validation.non_negative_int("pad_id", pad_id)
         seed = _check_seed(seed)
         prompt, prompt_mask = _prompt_and_mask(prompt, prompt_mask)
