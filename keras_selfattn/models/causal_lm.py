@@ -405,9 +405,6 @@ class CausalLM(keras.Model):
                     cache_update_index=index,
                 )
                 new_caches.append(cache)
-            # The mask goes in explicitly; not riding on `x`, it reaches no
-            # norm (Keras' `RMSNormalization` warns that it drops masks).
-            _masking.set_keras_mask(x, None)
         if hasattr(self, "final_norm"):
             x = self.final_norm(x)
         return x, new_caches
