@@ -1,7 +1,8 @@
 """Model builders and decoding.
 
-`build_text_classifier`, `Seq2SeqTransformer`, `greedy_search` and
-`beam_search` work on any Keras backend. `TextClassifier`, `TextGenerator`,
+`build_text_classifier`, `Seq2SeqTransformer`, `CausalLM`,
+`next_token_batch`, the `samplers`, `greedy_search` and `beam_search` work on
+any Keras backend. `TextClassifier`, `TextGenerator`,
 `make_seq2seq_dataset`, `cross_attention_scores` and `tidy_spacing` need
 TensorFlow: their modules (and TensorFlow) are imported on first access to
 one of these names. The seq2seq training pipeline (`train_seq2seq`) is a
@@ -11,11 +12,20 @@ recipe, in `keras_selfattn.recipes`.
 import importlib
 from typing import TYPE_CHECKING
 
+from keras_selfattn.models import samplers as samplers
+from keras_selfattn.models.causal_lm import CausalLM as CausalLM
+from keras_selfattn.models.causal_lm import next_token_batch as next_token_batch
 from keras_selfattn.models.classifier import (
     build_text_classifier as build_text_classifier,
 )
 from keras_selfattn.models.generation import beam_search as beam_search
 from keras_selfattn.models.generation import greedy_search as greedy_search
+from keras_selfattn.models.samplers import BeamSampler as BeamSampler
+from keras_selfattn.models.samplers import GreedySampler as GreedySampler
+from keras_selfattn.models.samplers import RandomSampler as RandomSampler
+from keras_selfattn.models.samplers import Sampler as Sampler
+from keras_selfattn.models.samplers import TopKSampler as TopKSampler
+from keras_selfattn.models.samplers import TopPSampler as TopPSampler
 from keras_selfattn.models.seq2seq import (
     Seq2SeqTransformer as Seq2SeqTransformer,
 )
@@ -50,14 +60,23 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "BeamSampler",
+    "CausalLM",
+    "GreedySampler",
+    "RandomSampler",
+    "Sampler",
     "Seq2SeqTransformer",
     "TextClassifier",
     "TextGenerator",
+    "TopKSampler",
+    "TopPSampler",
     "beam_search",
     "build_text_classifier",
     "cross_attention_scores",
     "greedy_search",
     "make_seq2seq_dataset",
+    "next_token_batch",
+    "samplers",
     "tidy_spacing",
 ]
 

@@ -1,0 +1,757 @@
+"""Samplers: how generation picks each next token, as graph loops.
+
+A sampler drives a *step function* (the contract of `generation`):
+
+    step_fn(tokens, index, state) -> (logits, new_state)
+
+with `tokens` int32 `(batch, 1)` (the token at buffer position `index`),
+`index` a scalar int32, `logits` float `(batch, vocab_size)` for the token
+at `index + 1`, and `state` any nested structure of batch-leading tensors
+(a model's key/value caches). Calling a sampler,
+
+    sampler(step_fn, state, prompt, max_new_tokens, stop_token_ids, ...)
+
+feeds the last prompt token first (`index = prompt_len - 1`; `state` must
+already hold the positions before it, for example a prefilled cache), then
+each chosen token, and returns the `max_new_tokens` new tokens. An
+encoder-decoder model passes a one-token prompt (its start token), so the
+same samplers serve `CausalLM.generate` and any step function of
+`generation`'s world.
+
+Every sampler applies, in this order, the repetition penalty, the
+temperature and the `no_repeat_ngram_size` ban to the logits, then chooses:
+`GreedySampler` the most likely token, `RandomSampler` a draw from the
+softmax, `TopKSampler` a draw among the `k` most likely, `TopPSampler` a
+draw from the nucleus, `BeamSampler` the best beam (`beam_search`, with the
+GNMT length penalty).
+
+Random draws are stateless: token `t` of row `b` is drawn with the
+Gumbel-max trick from a counter-based hash of `(seed, t, b, token)` in
+`keras.ops` integer arithmetic. The same seed gives the same tokens eagerly,
+inside `tf.function` or `jax.jit`, and on the TensorFlow and JAX backends
+alike. (`keras.random` takes only Python ints or `SeedGenerator`s as seeds,
+not a seed tensor that changes inside a loop or arrives as a serving input.)
+"""
+
+import keras
+from keras import ops
+
+from keras_selfattn.layers import _validation
+from keras_selfattn.models import generation
+
+# Logit of a token that must not be chosen; finite, so no NaN downstream.
+_NEG_INF = -1e9
+# `beam_search` needs an end id: with no stop token, one no row can emit.
+_NO_END_ID = 2**31 - 1
+
+
+def _fmix32(x):
+    """MurmurHash3's 32-bit finalizer: a bijection of uint32 that mixes
+    every input bit into every output bit."""
+    x = ops.bitwise_xor(x, ops.right_shift(x, ops.cast(16, "uint32")))
+    x = ops.multiply(x, ops.cast(0x85EBCA6B, "uint32"))
+    x = ops.bitwise_xor(x, ops.right_shift(x, ops.cast(13, "uint32")))
+    x = ops.multiply(x, ops.cast(0xC2B2AE35, "uint32"))
+    return ops.bitwise_xor(x, ops.right_shift(x, ops.cast(16, "uint32")))
+
+
+def _uniform(seed, step, shape):
+    """Stateless uniform floats in (0, 1) of a static-width `shape`
+    `(rows, width)`, a function of the int seed, the int step and the
+    position only."""
+    rows, width = shape
+    key = _fmix32(
+        ops.cast(seed, "uint32") * ops.cast(0x9E3779B9, "uint32")
+        + _fmix32(ops.cast(step, "uint32") + ops.cast(0x7F4A7C15, "uint32"))
+    )
+    counter = ops.arange(rows, dtype="int32")[:, None] * width + ops.arange(
+        width, dtype="int32"
+    )  # (rows, width)
+    bits = _fmix32(
+        ops.bitwise_xor(_fmix32(ops.cast(counter, "uint32")), key)
+    )  # (rows, width)
+    # The top 24 bits, centred in their bin: exact in float32, never 0 or 1.
+    top = ops.cast(ops.right_shift(bits, ops.cast(8, "uint32")), "float32")
+    return (top + 0.5) * (1.0 / 2**24)
+
+
+def gumbel_noise(seed, step, shape):
+    """Gumbel(0, 1) noise `-log(-log(u))` of `shape` `(rows, vocab_size)`
+    from the stateless hash: `argmax(logits + noise)` is a draw from
+    `softmax(logits)` (the Gumbel-max trick)."""
+    return -ops.log(-ops.log(_uniform(seed, step, shape)))
+
+
+def check_stop_token_ids(stop_token_ids):
+    """`stop_token_ids` (`None`, an int or a sequence of ints) as a tuple."""
+    if stop_token_ids is None:
+        return ()
+    if isinstance(stop_token_ids, int) and not isinstance(stop_token_ids, bool):
+        stop_token_ids = (stop_token_ids,)
+    try:
+        ids = tuple(stop_token_ids)
+    except TypeError:
+        raise _validation.invalid(
+            "stop_token_ids",
+            "None, an int or a sequence of non-negative ints",
+            stop_token_ids,
+        ) from None
+    for value in ids:
+        _validation.non_negative_int("stop_token_ids", value)
+    return tuple(int(value) for value in ids)
+
+
+def _check_seed(seed):
+    if seed is None or ops.is_tensor(seed):
+        return seed
+    return _validation.non_negative_int("seed", seed)
+
+
+def _prompt_and_mask(prompt, prompt_mask):
+    prompt = ops.convert_to_tensor(prompt, dtype="int32")
+    if len(prompt.shape) != 2:
+        raise _validation.invalid(
+            "prompt",
+            "an int tensor of shape (batch_size, prompt_len)",
+            f"<tensor of shape {tuple(prompt.shape)}>",
+        )
+    if prompt.shape[1] == 0:
+        raise _validation.invalid(
+            "prompt", "at least one token per row", "<empty prompt>"
+        )
+    if prompt_mask is None:
+        prompt_mask = ops.ones(ops.shape(prompt), dtype="bool")
+    return prompt, ops.cast(prompt_mask, "bool")
+
+
+def seen_tokens(tokens, valid, vocab_size):
+    """Which tokens occur in the valid positions of `tokens`.
+
+    Args:
+        tokens: int `(rows, length)`.
+        valid: bool `(rows, length)`, the positions that count.
+        vocab_size: int.
+
+    Returns:
+        bool `(rows, vocab_size)`.
+    """
+    rows = ops.shape(tokens)[0]
+    row_ids = ops.broadcast_to(
+        ops.arange(rows, dtype="int32")[:, None], ops.shape(tokens)
+    )
+    indices = ops.stack([row_ids, ops.cast(tokens, "int32")], axis=-1)
+    counts = ops.scatter(
+        ops.reshape(indices, (-1, 2)),
+        ops.reshape(ops.cast(valid, "float32"), (-1,)),
+        (rows, vocab_size),
+    )
+    return ops.greater(counts, 0.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_selfattn")
+class Sampler:
+    """The base sampler: logit processing and the generation loop.
+
+    Subclasses choose the token (`select`); this class runs the loop: a
+    `keras.ops.while_loop` that feeds the last prompt token, then each new
+    one, to the step function, processes the logits, chooses, writes
+    `pad_id` after a row's stop token and ends when every row has stopped or
+    `max_new_tokens` are out.
+
+    Logit processing, in this order: the repetition penalty (Keskar et al.:
+    the logit `l` of a token already in the prompt or the output becomes
+    `l / penalty` if `l > 0`, else `l * penalty`), the temperature (`l / T`)
+    and the `no_repeat_ngram_size` ban (a token that would complete an
+    n-gram already in the prompt or output gets a logit of `-1e9`).
+
+    Args:
+        temperature: float > 0, divides the logits: below 1 sharpens the
+            distribution, above 1 flattens it. Greedy and top-k with
+            `k=1` ignore it. Defaults to `1.0`.
+        repetition_penalty: float > 0, `1.0` is off; `1.2` is a common
+            choice. Defaults to `1.0`.
+        no_repeat_ngram_size: int >= 0, when `n > 0` no n-gram of this
+            size occurs twice in prompt plus output. Defaults to `0` (off).
+
+    Call arguments:
+        step_fn: the step function (see the module docstring).
+        state: its state, holding every position before the last prompt
+            token.
+        prompt: int `(batch_size, prompt_len)`, `prompt_len >= 1`; the last
+            column is fed first. Pad on the left (see `prompt_mask`).
+        max_new_tokens: int >= 1, the most tokens to generate per row.
+        stop_token_ids: `None`, an int or a sequence of ints: a row stops
+            after emitting one of them. Defaults to `None`.
+        pad_id: int, written after a row's stop token. Defaults to `0`.
+        prompt_mask: optional bool `(batch_size, prompt_len)`, `True` for
+            real prompt tokens (for the repetition penalty and the n-gram
+            ban). Defaults to all `True`.
+        seed: int, or a scalar int tensor, for the random samplers; the
+            same seed gives the same tokens. Defaults to `None` (a fresh
+            seed from Keras' global generator; inside `jax.jit`, pass one).
+
+    Returns:
+        int32 `(batch_size, max_new_tokens)`: the new tokens, the stop
+        token included, `pad_id` after it.
+
+    Example:
+
+    >>> from keras import ops
+    >>> from keras_selfattn.models import GreedySampler
+    >>> def step_fn(tokens, index, state):
+    ...     # Prefers token (last + 1) mod 6.
+    ...     return ops.one_hot((tokens[:, 0] + 1) % 6, 6), state
+    >>> out = GreedySampler()(step_fn, (), [[4, 1], [0, 2]], 4,
+    ...                       stop_token_ids=4)
+    >>> ops.convert_to_numpy(out).tolist()
+    [[2, 3, 4, 0], [3, 4, 0, 0]]
+    """
+
+    # Whether `select` draws random numbers (and so needs a seed).
+    stochastic = False
+
+    def __init__(
+        self, temperature=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0
+    ):
+        self.temperature = _validation.positive_float(
+            "temperature", temperature, finite=True
+        )
+        self.repetition_penalty = _validation.positive_float(
+            "repetition_penalty", repetition_penalty, finite=True
+        )
+        self.no_repeat_ngram_size = _validation.non_negative_int(
+            "no_repeat_ngram_size", no_repeat_ngram_size
+        )
+
+    def process_logits(self, logits, tokens, valid, index):
+        """The processed float32 logits `(rows, vocab_size)` of the token
+        at `index + 1`, given the buffer `tokens` `(rows, length)` filled up
+        to `index` and `valid` `(rows, length)` marking its real tokens."""
+        logits = ops.cast(logits, "float32")
+        vocab_size = logits.shape[-1] or ops.shape(logits)[-1]
+        if self.repetition_penalty != 1.0:
+            seen = seen_tokens(tokens, valid, vocab_size)
+            penalized = ops.where(
+                ops.greater(logits, 0.0),
+                logits / self.repetition_penalty,
+                logits * self.repetition_penalty,
+            )
+            logits = ops.where(seen, penalized, logits)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        if self.no_repeat_ngram_size:
+            banned = generation.repeated_ngram_mask(
+                tokens, index, self.no_repeat_ngram_size, vocab_size
+            )
+            logits = ops.where(banned, _NEG_INF, logits)
+        return logits
+
+    def select(self, logits, seed, step):
+        """The chosen tokens, int32 `(rows,)`, from processed logits
+        `(rows, vocab_size)`; `seed` and `step` (scalar ints) feed the
+        random draws."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `select`."
+        )
+
+    def __call__(
+        self,
+        step_fn,
+        state,
+        prompt,
+        max_new_tokens,
+        stop_token_ids=None,
+        pad_id=0,
+        prompt_mask=None,
+        seed=None,
+    ):
+        max_new_tokens = _validation.positive_int(
+            "max_new_tokens", max_new_tokens
+        )
+        stop = check_stop_token_ids(stop_token_ids)
+        pad_id = _validation.non_negative_int("pad_id", pad_id)
+        seed = _check_seed(seed)
+        prompt, prompt_mask = _prompt_and_mask(prompt, prompt_mask)
+        if self.stochastic and seed is None:
+            seed = keras.random.randint((), 0, 2**31 - 1, dtype="int32")
+        elif seed is None:
+            seed = 0
+        return self._loop(
+            step_fn,
+            state,
+            prompt,
+            prompt_mask,
+            max_new_tokens,
+            stop,
+            pad_id,
+            seed,
+        )
+
+    def _loop(
+        self,
+        step_fn,
+        state,
+        prompt,
+        prompt_mask,
+        max_new_tokens,
+        stop,
+        pad_id,
+        seed,
+    ):
+        batch_size = ops.shape(prompt)[0]
+        prompt_len = prompt.shape[1] or ops.shape(prompt)[1]
+        new = (batch_size, max_new_tokens)
+        # The buffer: the prompt, then room for the new tokens.
+        tokens = ops.concatenate(
+            [prompt, ops.full(new, pad_id, dtype="int32")], axis=1
+        )  # (B, P + N)
+        valid = ops.concatenate(
+            [prompt_mask, ops.zeros(new, dtype="bool")], axis=1
+        )  # (B, P + N)
+        finished = ops.zeros((batch_size,), dtype="bool")
+        stop_ids = ops.convert_to_tensor(stop or [0], dtype="int32")
+
+        def cond(step, tokens, valid, finished, state):
+            return ops.logical_and(
+                ops.less(step, max_new_tokens),
+                ops.logical_not(ops.all(finished)),
+            )
+
+        def body(step, tokens, valid, finished, state):
+            index = prompt_len - 1 + step  # the position fed now
+            current = ops.slice(tokens, (0, index), (batch_size, 1))
+            logits, state = step_fn(current, index, state)
+            logits = self.process_logits(logits, tokens, valid, index)
+            chosen = ops.cast(self.select(logits, seed, step), "int32")
+            chosen = ops.where(finished, pad_id, chosen)  # (B,)
+            tokens = ops.slice_update(tokens, (0, index + 1), chosen[:, None])
+            valid = ops.slice_update(
+                valid, (0, index + 1), ops.logical_not(finished)[:, None]
+            )
+            if stop:
+                hit = ops.any(
+                    ops.equal(chosen[:, None], stop_ids[None, :]), axis=-1
+                )
+                finished = ops.logical_or(finished, hit)
+            return step + 1, tokens, valid, finished, state
+
+        _, tokens, _, _, _ = ops.while_loop(
+            cond,
+            body,
+            (
+                ops.convert_to_tensor(0, "int32"),
+                tokens,
+                valid,
+                finished,
+                state,
+            ),
+        )
+        return tokens[:, prompt_len:]
+
+    def get_config(self):
+        return {
+            "temperature": self.temperature,
+            "repetition_penalty": self.repetition_penalty,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        options = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({options})"
+
+
+@keras.saving.register_keras_serializable(package="keras_selfattn")
+class GreedySampler(Sampler):
+    """Always the most likely token (after the logit processing).
+
+    Deterministic: no seed. Ties go to the lowest token id.
+
+    Args:
+        temperature: float > 0 (no effect on the choice). Defaults to `1.0`.
+        repetition_penalty: float > 0. Defaults to `1.0` (off).
+        no_repeat_ngram_size: int >= 0. Defaults to `0` (off).
+
+    Returns:
+        Called, int32 `(batch_size, max_new_tokens)` (see `Sampler`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> from keras_selfattn.models import GreedySampler
+    >>> logits = np.log([[0.1, 0.6, 0.3]])
+    >>> def step_fn(tokens, index, state):
+    ...     return ops.convert_to_tensor(logits, "float32"), state
+    >>> ops.convert_to_numpy(GreedySampler()(step_fn, (), [[0]], 3)).tolist()
+    [[1, 1, 1]]
+    >>> # Each bigram at most once: "1 1" cannot follow "1 1" again.
+    >>> sampler = GreedySampler(no_repeat_ngram_size=2)
+    >>> ops.convert_to_numpy(sampler(step_fn, (), [[0]], 3)).tolist()
+    [[1, 1, 2]]
+    """
+
+    def select(self, logits, seed, step):
+        return ops.argmax(logits, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_selfattn")
+class RandomSampler(Sampler):
+    """A draw from `softmax(logits / temperature)` (ancestral sampling).
+
+    Args:
+        temperature: float > 0. Defaults to `1.0`.
+        repetition_penalty: float > 0. Defaults to `1.0` (off).
+        no_repeat_ngram_size: int >= 0. Defaults to `0` (off).
+
+    Returns:
+        Called, int32 `(batch_size, max_new_tokens)` (see `Sampler`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> from keras_selfattn.models import RandomSampler
+    >>> def step_fn(tokens, index, state):
+    ...     return ops.convert_to_tensor(np.zeros((2, 50)), "float32"), state
+    >>> sampler = RandomSampler()
+    >>> a = ops.convert_to_numpy(sampler(step_fn, (), [[1], [1]], 8, seed=3))
+    >>> b = ops.convert_to_numpy(sampler(step_fn, (), [[1], [1]], 8, seed=3))
+    >>> bool((a == b).all()), len(set(a.ravel().tolist())) > 4
+    (True, True)
+    """
+
+    stochastic = True
+
+    def filter_logits(self, logits):
+        """The logits with the tokens that may not be drawn set to
+        `-1e9` (none here; top-k and top-p keep only some)."""
+        return logits
+
+    def select(self, logits, seed, step):
+        logits = self.filter_logits(logits)
+        shape = (ops.shape(logits)[0], logits.shape[-1])
+        # Gumbel-max: argmax(l + g) is distributed as softmax(l); a filtered
+        # token (-1e9) never wins against the noise's range (< 20).
+        return ops.argmax(logits + gumbel_noise(seed, step, shape), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_selfattn")
+class TopKSampler(RandomSampler):
+    """A draw among the `k` most likely tokens (Fan et al., 2018).
+
+    `k=1` is greedy decoding, exactly.
+
+    Args:
+        k: int >= 1, how many tokens stay candidates. Defaults to `10`.
+        temperature: float > 0. Defaults to `1.0`.
+        repetition_penalty: float > 0. Defaults to `1.0` (off).
+        no_repeat_ngram_size: int >= 0. Defaults to `0` (off).
+
+    Returns:
+        Called, int32 `(batch_size, max_new_tokens)` (see `Sampler`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> from keras_selfattn.models import TopKSampler
+    >>> logits = np.log([[0.05, 0.5, 0.05, 0.4]])
+    >>> def step_fn(tokens, index, state):
+    ...     return ops.convert_to_tensor(logits, "float32"), state
+    >>> out = TopKSampler(k=2)(step_fn, (), [[0]], 20, seed=1)
+    >>> sorted(set(ops.convert_to_numpy(out).ravel().tolist()))
+    [1, 3]
+
+    References:
+        - [Fan et al., 2018, Hierarchical Neural Story Generation](
+          https://arxiv.org/abs/1805.04833)
+    """
+
+    def __init__(
+        self,
+        k=10,
+        temperature=1.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+    ):
+        super().__init__(temperature, repetition_penalty, no_repeat_ngram_size)
+        self.k = _validation.positive_int("k", k)
+
+    def filter_logits(self, logits):
+        return _keep_top_k(logits, self.k)
+
+    def get_config(self):
+        return {"k": self.k, **super().get_config()}
+
+
+def _keep_top_k(logits, k):
+    """`logits` with all but the `k` largest per row at `-1e9` (ties: the
+    lower ids, as `top_k`)."""
+    vocab_size = logits.shape[-1]
+    k = min(k, vocab_size)
+    _, top = ops.top_k(logits, k)  # (rows, k)
+    rows = ops.shape(logits)[0]
+    row_ids = ops.broadcast_to(
+        ops.arange(rows, dtype="int32")[:, None], (rows, k)
+    )
+    indices = ops.stack([row_ids, ops.cast(top, "int32")], axis=-1)
+    keep = ops.scatter(
+        ops.reshape(indices, (-1, 2)),
+        ops.ones((rows * k,), dtype="float32"),
+        (rows, vocab_size),
+    )
+    return ops.where(ops.greater(keep, 0.0), logits, _NEG_INF)
+
+
+@keras.saving.register_keras_serializable(package="keras_selfattn")
+class TopPSampler(RandomSampler):
+    """A draw from the nucleus (Holtzman et al., 2020): the smallest set of
+    most likely tokens whose probabilities sum to at least `p`.
+
+    With tokens sorted by probability, token `j` is in the nucleus when the
+    probabilities before it sum to less than `p` (so the most likely token
+    always is). The probabilities are those after the logit processing
+    (temperature included), renormalized over the nucleus.
+
+    Args:
+        p: float in (0, 1], the nucleus mass. Defaults to `0.9`.
+        k: int >= 1 or `None`, first keep only the `k` most likely tokens
+            (top-k, then top-p). Defaults to `None`.
+        temperature: float > 0. Defaults to `1.0`.
+        repetition_penalty: float > 0. Defaults to `1.0` (off).
+        no_repeat_ngram_size: int >= 0. Defaults to `0` (off).
+
+    Returns:
+        Called, int32 `(batch_size, max_new_tokens)` (see `Sampler`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> from keras_selfattn.models import TopPSampler
+    >>> logits = np.log([[0.05, 0.5, 0.05, 0.4]])  # nucleus(0.8): 1 and 3
+    >>> def step_fn(tokens, index, state):
+    ...     return ops.convert_to_tensor(logits, "float32"), state
+    >>> out = TopPSampler(p=0.8)(step_fn, (), [[0]], 20, seed=1)
+    >>> sorted(set(ops.convert_to_numpy(out).ravel().tolist()))
+    [1, 3]
+
+    References:
+        - [Holtzman et al., 2020, The Curious Case of Neural Text
+          Degeneration](https://arxiv.org/abs/1904.09751)
+    """
+
+    def __init__(
+        self,
+        p=0.9,
+        k=None,
+        temperature=1.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+    ):
+        super().__init__(temperature, repetition_penalty, no_repeat_ngram_size)
+        if (
+            isinstance(p, bool)
+            or not isinstance(p, (int, float))
+            or not 0.0 < p <= 1.0
+        ):
+            raise _validation.invalid("p", "a float in (0, 1]", p)
+        self.p = float(p)
+        self.k = _validation.positive_int("k", k, allow_none=True)
+
+    def filter_logits(self, logits):
+        if self.k is not None:
+            logits = _keep_top_k(logits, self.k)
+        vocab_size = logits.shape[-1]
+        probs = ops.softmax(logits, axis=-1)  # (rows, V) float32
+        sorted_probs, order = ops.top_k(probs, vocab_size)  # descending
+        # Mass strictly before each sorted token: the first is always kept.
+        before = ops.cumsum(sorted_probs, axis=-1) - sorted_probs
+        keep_sorted = ops.less(before, self.p)  # (rows, V), sorted order
+        # Back to vocabulary order through the inverse permutation.
+        inverse = ops.argsort(order, axis=-1)
+        keep = ops.take_along_axis(keep_sorted, inverse, axis=-1)
+        return ops.where(keep, logits, _NEG_INF)
+
+    def get_config(self):
+        return {"p": self.p, "k": self.k, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="keras_selfattn")
+class BeamSampler(Sampler):
+    """Beam search with the GNMT length penalty (`generation.beam_search`).
+
+    Keeps the `beam_width` best sequences per row, ranked by `sum(log p) /
+    ((5 + length) / 6) ** length_penalty` over the processed logits
+    (repetition penalty, temperature and n-gram ban, with the prompt in the
+    history), and returns the best. `beam_width=1` is greedy decoding.
+    Beam search takes at most one stop token.
+
+    Args:
+        beam_width: int >= 1, beams per row. Defaults to `4`.
+        length_penalty: float >= 0, the GNMT `alpha` (`0`: plain sum of
+            log-probabilities). Defaults to `0.6`.
+        temperature: float > 0. Defaults to `1.0`.
+        repetition_penalty: float > 0. Defaults to `1.0` (off).
+        no_repeat_ngram_size: int >= 0. Defaults to `0` (off).
+
+    Returns:
+        Called, int32 `(batch_size, max_new_tokens)` (see `Sampler`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> from keras_selfattn.models import BeamSampler
+    >>> def step_fn(tokens, index, state):
+    ...     # After 1: 2 (p=0.6) or 3 (p=0.4); after 2 the end 4 is unlikely
+    ...     # (0.3), after 3 likely (0.9): the beam finds "3 4".
+    ...     table = np.full((5, 5), 1e-6)
+    ...     table[1, [2, 3]] = [0.6, 0.4]
+    ...     table[2, [4, 2]] = [0.3, 0.7]
+    ...     table[3, [4, 2]] = [0.9, 0.1]
+    ...     table[4, 4] = 1.0
+    ...     logits = ops.convert_to_tensor(np.log(table), "float32")
+    ...     return ops.take(logits, tokens[:, 0], axis=0), state
+    >>> beam = BeamSampler(beam_width=2, length_penalty=0.0)
+    >>> ops.convert_to_numpy(beam(step_fn, (), [[1]], 4, 4)).tolist()
+    [[3, 4, 0, 0]]
+
+    References:
+        - [Wu et al., 2016, Google's Neural Machine Translation System](
+          https://arxiv.org/abs/1609.08144)
+    """
+
+    def __init__(
+        self,
+        beam_width=4,
+        length_penalty=0.6,
+        temperature=1.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+    ):
+        super().__init__(temperature, repetition_penalty, no_repeat_ngram_size)
+        self.beam_width = _validation.positive_int("beam_width", beam_width)
+        self.length_penalty = _validation.non_negative_float(
+            "length_penalty", length_penalty
+        )
+
+    def _loop(
+        self,
+        step_fn,
+        state,
+        prompt,
+        prompt_mask,
+        max_new_tokens,
+        stop,
+        pad_id,
+        seed,
+    ):
+        if len(stop) > 1:
+            raise _validation.invalid(
+                "stop_token_ids", "at most one id for beam search", stop
+            )
+        end_id = stop[0] if stop else _NO_END_ID
+        batch_size = ops.shape(prompt)[0]
+        prompt_len = prompt.shape[1] or ops.shape(prompt)[1]
+        new = (batch_size, max_new_tokens)
+        # The history (prompt and beam) rides in the state: `beam_search`
+        # repeats it per beam and reorders it with the beams.
+        tokens = ops.concatenate(
+            [prompt, ops.full(new, pad_id, dtype="int32")], axis=1
+        )
+        valid = ops.concatenate(
+            [prompt_mask, ops.zeros(new, dtype="bool")], axis=1
+        )
+
+        def beam_step(current, step, beam_state):
+            inner, tokens, valid = beam_state
+            index = prompt_len - 1 + step
+            # Step 0 gets `beam_search`'s start id: feed the prompt's last
+            # token instead; later steps feed the beam's own token.
+            last = ops.slice(tokens, (0, index), (ops.shape(tokens)[0], 1))
+            current = ops.where(ops.equal(step, 0), last, current)
+            tokens = ops.slice_update(tokens, (0, index), current)
+            valid = ops.slice_update(
+                valid,
+                (0, index),
+                ops.logical_or(
+                    ops.greater(step, 0),
+                    ops.slice(valid, (0, index), (ops.shape(valid)[0], 1)),
+                ),
+            )
+            logits, inner = step_fn(current, index, inner)
+            logits = self.process_logits(logits, tokens, valid, index)
+            return logits, (inner, tokens, valid)
+
+        best, _ = generation.beam_search(
+            beam_step,
+            (state, tokens, valid),
+            batch_size,
+            max_new_tokens,
+            start_id=pad_id,
+            end_id=end_id,
+            beam_width=self.beam_width,
+            length_penalty=self.length_penalty,
+            pad_id=pad_id,
+        )
+        return best
+
+    def get_config(self):
+        return {
+            "beam_width": self.beam_width,
+            "length_penalty": self.length_penalty,
+            **super().get_config(),
+        }
+
+
+_NAMES = {
+    "greedy": GreedySampler,
+    "random": RandomSampler,
+    "top_k": TopKSampler,
+    "top_p": TopPSampler,
+    "beam": BeamSampler,
+}
+
+
+def get(identifier):
+    """A sampler from a name, a config dict or a `Sampler`.
+
+    Args:
+        identifier: a `Sampler` (returned as is), one of `"greedy"`,
+            `"random"`, `"top_k"`, `"top_p"`, `"beam"` (with default
+            options), or a dict `{"class_name": ..., "config": {...}}` from
+            `keras.saving.serialize_keras_object(sampler)`.
+
+    Returns:
+        A `Sampler`.
+
+    Example:
+
+    >>> from keras_selfattn.models import samplers
+    >>> samplers.get("top_p")
+    TopPSampler(p=0.9, k=None, temperature=1.0, ...)
+    >>> samplers.get({"class_name": "TopKSampler", "config": {"k": 3}}).k
+    3
+    """
+    if isinstance(identifier, Sampler):
+        return identifier
+    if isinstance(identifier, str) and identifier in _NAMES:
+        return _NAMES[identifier]()
+    if isinstance(identifier, dict):
+        name = identifier.get("class_name")
+        cls = _NAMES.get(name) or {c.__name__: c for c in _NAMES.values()}.get(
+            name
+        )
+        if cls is None:
+            cls = keras.saving.get_registered_object(str(name))
+        if isinstance(cls, type) and issubclass(cls, Sampler):
+            return cls.from_config(identifier.get("config", {}))
+    names = ", ".join(repr(name) for name in _NAMES)
+    raise _validation.invalid(
+        "sampler", f"a Sampler, one of {names} or a config dict", identifier
+    )
