@@ -45,33 +45,52 @@ _NEG_INF = -1e9
 _NO_END_ID = 2**31 - 1
 
 
+# The hash works on 32-bit patterns held in int32 tensors: every backend
+# wraps an int32 product modulo 2**32 (PyTorch has no wrapping uint32
+# multiply: its uint32 product grows past 32 bits), and shifts are made
+# logical by masking the sign bits the arithmetic shift copies in. The bit
+# patterns equal those of the uint32 arithmetic in MurmurHash3.
+
+
+def _int32(value):
+    """A uint32 constant as the int32 with the same bits."""
+    return value - 2**32 if value >= 2**31 else value
+
+
+def _shift_right(x, bits):
+    """Logical right shift of int32 bit patterns."""
+    shifted = ops.right_shift(x, ops.convert_to_tensor(bits, "int32"))
+    return ops.bitwise_and(
+        shifted, ops.convert_to_tensor((1 << (32 - bits)) - 1, "int32")
+    )
+
+
 def _fmix32(x):
-    """MurmurHash3's 32-bit finalizer: a bijection of uint32 that mixes
-    every input bit into every output bit."""
-    x = ops.bitwise_xor(x, ops.right_shift(x, ops.cast(16, "uint32")))
-    x = ops.multiply(x, ops.cast(0x85EBCA6B, "uint32"))
-    x = ops.bitwise_xor(x, ops.right_shift(x, ops.cast(13, "uint32")))
-    x = ops.multiply(x, ops.cast(0xC2B2AE35, "uint32"))
-    return ops.bitwise_xor(x, ops.right_shift(x, ops.cast(16, "uint32")))
+    """MurmurHash3's 32-bit finalizer: a bijection of 32-bit patterns
+    (int32 tensors) that mixes every input bit into every output bit."""
+    x = ops.bitwise_xor(x, _shift_right(x, 16))
+    x = ops.multiply(x, ops.convert_to_tensor(_int32(0x85EBCA6B), "int32"))
+    x = ops.bitwise_xor(x, _shift_right(x, 13))
+    x = ops.multiply(x, ops.convert_to_tensor(_int32(0xC2B2AE35), "int32"))
+    return ops.bitwise_xor(x, _shift_right(x, 16))
 
 
 def _uniform(seed, step, shape):
     """Stateless uniform floats in (0, 1) of a static-width `shape`
     `(rows, width)`, a function of the int seed, the int step and the
-    position only."""
+    position only (the same on every backend)."""
     rows, width = shape
+    golden = ops.convert_to_tensor(_int32(0x9E3779B9), "int32")
     key = _fmix32(
-        ops.cast(seed, "uint32") * ops.cast(0x9E3779B9, "uint32")
-        + _fmix32(ops.cast(step, "uint32") + ops.cast(0x7F4A7C15, "uint32"))
+        ops.cast(seed, "int32") * golden
+        + _fmix32(ops.cast(step, "int32") + _int32(0x7F4A7C15))
     )
     counter = ops.arange(rows, dtype="int32")[:, None] * width + ops.arange(
         width, dtype="int32"
     )  # (rows, width)
-    bits = _fmix32(
-        ops.bitwise_xor(_fmix32(ops.cast(counter, "uint32")), key)
-    )  # (rows, width)
+    bits = _fmix32(ops.bitwise_xor(_fmix32(counter), key))  # (rows, width)
     # The top 24 bits, centred in their bin: exact in float32, never 0 or 1.
-    top = ops.cast(ops.right_shift(bits, ops.cast(8, "uint32")), "float32")
+    top = ops.cast(_shift_right(bits, 8), "float32")
     return (top + 0.5) * (1.0 / 2**24)
 
 

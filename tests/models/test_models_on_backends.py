@@ -1,9 +1,9 @@
 """The backend-neutral models on JAX and PyTorch.
 
-`build_text_classifier` and `Seq2SeqTransformer` are saved here (the
+`build_text_classifier`, `Seq2SeqTransformer` and `CausalLM` are saved here (the
 TensorFlow backend); a fresh interpreter on the other backend loads them
-and must give the same probabilities and the same greedy and beam-search
-tokens, and the classifier must train there (its loss falls on a
+and must give the same probabilities and the same greedy, beam-search and
+(seeded) top-p tokens, and the classifier must train there (its loss falls on a
 learnable task).
 """
 
@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_selfattn.models import CausalLM
 from keras_selfattn.models import Seq2SeqTransformer
 from keras_selfattn.models import build_text_classifier
 
@@ -47,6 +48,13 @@ SCRIPT = textwrap.dedent(
         )
         ids = keras.ops.convert_to_numpy(ids)
         result[method] = bool(np.array_equal(ids, data[method]))
+    lm = keras.models.load_model(folder + "/causal_lm.keras")
+    for sampler in ("greedy", "top_p", "beam"):
+        ids = lm.generate(data["prompt"], 6, sampler=sampler, seed=7)
+        ids = keras.ops.convert_to_numpy(ids)
+        result["lm_" + sampler] = bool(
+            np.array_equal(ids, data["lm_" + sampler])
+        )
     # Training here: the label is whether token 3 occurs.
     rng = np.random.default_rng(0)
     x = rng.integers(4, 20, (256, 10)).astype("int32")
@@ -83,11 +91,29 @@ def saved(tmp_path_factory):
         for method in ("greedy", "beam")
     }
     seq2seq.save(os.path.join(folder, "seq2seq.keras"))
+    lm = CausalLM(
+        20,
+        2,
+        16,
+        4,
+        24,
+        dropout=0.0,
+        tie_embeddings=False,
+        block_options={"num_key_value_heads": 2},
+    )
+    # Left-padded prompts of different lengths.
+    prompt = np.array([[0, 0, 5, 6, 7], [9, 8, 7, 6, 5]], "int32")
+    for sampler in ("greedy", "top_p", "beam"):
+        outputs["lm_" + sampler] = keras.ops.convert_to_numpy(
+            lm.generate(prompt, 6, sampler=sampler, seed=7)
+        )
+    lm.save(os.path.join(folder, "causal_lm.keras"))
     np.savez(
         os.path.join(folder, "data.npz"),
         tokens=tokens,
         probs=probs,
         source=source,
+        prompt=prompt,
         **outputs,
     )
     return folder
@@ -118,6 +144,9 @@ def test_models_load_generate_and_train_on(backend, saved):
     assert result["backend"] == backend
     assert result["probs_diff"] < 1e-5, result
     assert result["greedy"] and result["beam"], result
+    # The decoder-only model: same tokens, stochastic sampler included.
+    assert result["lm_greedy"] and result["lm_beam"], result
+    assert result["lm_top_p"], result
     losses = result["losses"]
     # log(2) = 0.69 at chance; the presence of one token is learnable.
     assert losses[-1] < 0.3, losses
