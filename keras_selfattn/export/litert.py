@@ -102,6 +102,8 @@ def export_litert(
 
     from keras_selfattn.text import wordpiece
 
+    # Keras' own walk over every nested layer (sub-models, layers held by
+    # layers), as `Model.quantize` does.
     tokenizers = [
         layer
         for layer in model._flatten_layers()
