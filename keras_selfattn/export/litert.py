@@ -1,9 +1,11 @@
 """LiteRT (TFLite) export of models built with our layers.
 
 Needs TensorFlow (the converter); the file runs in the `ai-edge-litert`
-interpreter, which needs neither TensorFlow nor Keras.
+interpreter, which needs neither TensorFlow nor Keras (a model with a
+`WordPieceTokenizer` also needs TF-Text's LiteRT kernels registered).
 """
 
+import contextlib
 import os
 
 from keras_selfattn.layers import _kernels
@@ -24,7 +26,8 @@ def export_litert(
     quantization=None,
     verbose=False,
 ):
-    """Export `model` as a LiteRT flatbuffer with builtin ops only.
+    """Export `model` as a LiteRT flatbuffer: builtin ops, plus TF-Text's
+    tokenizer kernels when the model takes raw strings.
 
     The file keeps the model's dynamic axes (batch and sequence length, as
     its inputs declare them), and our layers' masking: padding given as id
@@ -37,6 +40,18 @@ def export_litert(
     Flex ops, which the pip `ai-edge-litert` interpreter cannot run) and
     the quantization below.
 
+    Raw strings in: a model that contains a `WordPieceTokenizer` (a
+    `TextClassifier`, or a functional model on `keras.Input(dtype=
+    "string")`) is exported with strings `(batch_size,)` in, and the file
+    holds two custom ops besides the builtins,
+    `FastWordpieceTokenizeWithOffsets` and `RaggedTensorToTensor`, whose
+    kernels ship with tensorflow-text (register them in the interpreter,
+    see `docs/deployment.md`). The ids equal Keras' for valid UTF-8 text.
+    The tokenizer must have `lower_case=False` and `strip_accents=False`:
+    case folding and accent stripping are TensorFlow ops with no LiteRT
+    kernel, and the export refuses them (`WordPieceTokenizer.
+    litert_blockers`) rather than give different ids on device.
+
     Needs TensorFlow (imported on first use).
 
     Args:
@@ -44,7 +59,8 @@ def export_litert(
         filepath: str, the `.tflite` file to write.
         input_signature: optional list of `keras.InputSpec` /
             `tf.TensorSpec`, as for `model.export`. Defaults to `None`
-            (the model's input shapes and dtypes).
+            (the model's input shapes and dtypes; strings `(batch_size,)`
+            named `text` for a `TextClassifier`).
         quantization: `None` (float32) or `"dynamic_range"` (int8
             weights, float activations: the weight matrices shrink about
             4x, no data needed). Full-integer int8 (activations too) is not
@@ -84,13 +100,39 @@ def export_litert(
         )
     import tensorflow as tf
 
+    from keras_selfattn.text import wordpiece
+
+    # Keras' own walk over every nested layer (sub-models, layers held by
+    # layers), as `Model.quantize` does.
+    tokenizers = [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, wordpiece.WordPieceTokenizer)
+    ]
+    blockers = [r for t in tokenizers for r in t.litert_blockers()]
+    if blockers:
+        raise _validation.invalid(
+            "model",
+            "a model whose WordPieceTokenizer LiteRT can run "
+            f"(lower_case=False, strip_accents=False): {'; '.join(blockers)}",
+            model.name,
+        )
     supported = [tf.lite.OpsSet.TFLITE_BUILTINS]
     options = {}
     if quantization is not None:
         options["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    tokenize = contextlib.nullcontext()
+    if tokenizers:
+        # Without it, the converter refuses TF-Text's ops; with it, it
+        # would accept any TF op as a custom op, hence the check below.
+        options["allow_custom_ops"] = True
+        tokenize = wordpiece.litert_mode()
+        if input_signature is None and not getattr(model, "inputs", None):
+            # A subclassed model (`TextClassifier`) has no `keras.Input`.
+            input_signature = [tf.TensorSpec((None,), tf.string, name="text")]
     directory = os.path.dirname(os.path.abspath(filepath))
     os.makedirs(directory, exist_ok=True)
-    with _kernels.dense_kernels():
+    with _kernels.dense_kernels(), tokenize:
         model.export(
             filepath,
             format="litert",
@@ -99,4 +141,25 @@ def export_litert(
             target_spec={"supported_ops": supported},
             **options,
         )
+    if tokenizers:
+        _check_custom_ops(filepath, wordpiece.LITERT_CUSTOM_OPS, model.name)
     return filepath
+
+
+def _check_custom_ops(filepath, allowed, model_name):
+    """Raise (and remove the file) if it holds a custom op outside
+    `allowed`: a TensorFlow op that no LiteRT interpreter can run."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    codes = flatbuffer_utils.read_model(filepath).operatorCodes
+    custom = {c.customCode.decode() for c in codes if c.customCode}
+    unknown = sorted(custom - set(allowed))
+    if unknown:
+        os.remove(filepath)
+        raise _validation.invalid(
+            "model",
+            "a model whose ops have LiteRT kernels (builtins, or the "
+            f"tokenizer's {', '.join(allowed)}); these TensorFlow ops have "
+            f"none: {', '.join(unknown)}",
+            model_name,
+        )

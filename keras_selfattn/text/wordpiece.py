@@ -5,6 +5,7 @@ loads on first access to one of its names); tensorflow-text is imported on
 a tokenizer's first use.
 """
 
+import contextlib
 import importlib
 
 import keras
@@ -17,6 +18,23 @@ UNK = "[UNK]"
 START = "[START]"
 END = "[END]"
 RESERVED_TOKENS = (PAD, UNK, START, END)
+
+# Ops that TF-Text registers as LiteRT custom kernels and that the LiteRT
+# mode below emits (`tokenize`, then `to_tensor`).
+LITERT_CUSTOM_OPS = ("FastWordpieceTokenizeWithOffsets", "RaggedTensorToTensor")
+_LITERT_MODE = [False]
+
+
+@contextlib.contextmanager
+def litert_mode():
+    """Within this context, `WordPieceTokenizer.call` traces a graph that
+    LiteRT can run with TF-Text's kernels (see `litert_blockers`)."""
+    previous = _LITERT_MODE[0]
+    _LITERT_MODE[0] = True
+    try:
+        yield
+    finally:
+        _LITERT_MODE[0] = previous
 
 
 @tf.autograph.experimental.do_not_convert
@@ -66,7 +84,9 @@ class WordPieceTokenizer(keras.layers.Layer):
     `FastWordpieceTokenizer`, optionally adds start/end tokens, then pads or
     truncates to `sequence_length`. The vocabulary is part of the layer's
     config, so it is saved in `.keras` files and baked into exported
-    SavedModels: an exported model takes raw strings.
+    SavedModels: an exported model takes raw strings. With `lower_case=False`
+    and `strip_accents=False`, it also runs on device: `export_litert`
+    writes it with TF-Text's LiteRT kernels, giving the same ids.
 
     The vocabulary must start with the reserved tokens: `[PAD]` has id 0 (so
     `Embedding(mask_zero=True)` masks padding), then `[UNK]`, `[START]`,
@@ -224,7 +244,70 @@ class WordPieceTokenizer(keras.layers.Layer):
             ids = tf.concat([ids, end], axis=1)
         return ids
 
+    def litert_blockers(self):
+        """Why this tokenizer cannot run in LiteRT: a list of reasons, each
+        naming the option and the TensorFlow op without a LiteRT kernel
+        (empty when it can)."""
+        blockers = []
+        if self.lower_case:
+            blockers.append(
+                "lower_case=True needs the op CaseFoldUTF8, which has no "
+                "LiteRT kernel"
+            )
+        if self.strip_accents:
+            blockers.append(
+                "strip_accents=True needs the ops NormalizeUTF8 and "
+                "StaticRegexReplace, which have no LiteRT kernels"
+            )
+        return blockers
+
+    def _call_litert(self, strings):
+        """`call` with TF-Text's LiteRT kernels and builtin ops only.
+
+        The same ids as `call` for valid UTF-8 text, when
+        `litert_blockers()` is empty: no `UnicodeTranscode` (no kernel; an
+        app's strings are valid UTF-8), truncation by `to_tensor`'s shape
+        (`RaggedTensorToTensor`) instead of ragged slicing, and the start
+        and end tokens written into the dense tensor.
+        """
+        if strings.shape.rank == 2:
+            strings = tf.squeeze(strings, axis=1)
+        ragged = self._fast_wordpiece().tokenize(strings)  # ragged (B, None)
+        specials = int(self.add_start_token) + int(self.add_end_token)
+        room = None
+        if self.sequence_length is not None:
+            room = self.sequence_length - specials
+        ids = ragged.to_tensor(
+            default_value=self.pad_id, shape=[None, room]
+        )  # (B, L): L = room, or the longest row when `room` is None
+        splits = ragged.row_splits
+        lengths = tf.cast(splits[1:] - splits[:-1], tf.int32)  # (B,)
+        if room is not None:
+            lengths = tf.minimum(lengths, room)
+        else:
+            # LiteRT's RaggedTensorToTensor pads a batch of empty rows to
+            # width 1, TensorFlow's to width 0: cut to the longest row.
+            longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
+            ids = ids[:, :longest]  # (B, L)
+        batch = tf.shape(ids)[:1]
+        if self.add_start_token:
+            start = tf.fill(tf.concat([batch, [1]], 0), self.start_id)
+            ids = tf.concat([start, ids], axis=1)  # (B, L + 1)
+            lengths += 1
+        if self.add_end_token:
+            pad = tf.fill(tf.concat([batch, [1]], 0), self.pad_id)
+            ids = tf.concat([ids, pad], axis=1)  # (B, W)
+            # The end token goes right after each row's last token.
+            positions = tf.range(tf.shape(ids)[1])[None, :]  # (1, W)
+            ids = tf.where(
+                positions == lengths[:, None], self.end_id, ids
+            )  # (B, W)
+        return ids
+
     def call(self, inputs):
+        if _LITERT_MODE[0]:
+            strings = tf.convert_to_tensor(inputs, dtype=tf.string)
+            return self._call_litert(strings)
         ids = self.tokenize_ragged(inputs)
         return ids.to_tensor(
             default_value=self.pad_id, shape=[None, self.sequence_length]
