@@ -12,6 +12,7 @@ from keras_selfattn.layers.transformer_decoder_block import (
     TransformerDecoderBlock,
 )
 from keras_selfattn.models import generation
+from keras_selfattn.models import samplers
 
 
 @keras.saving.register_keras_serializable(package="keras_selfattn")
@@ -372,6 +373,8 @@ class Seq2SeqTransformer(keras.Model):
         beam_width=4,
         length_penalty=0.6,
         no_repeat_ngram_size=0,
+        sampler=None,
+        seed=None,
     ):
         """Decode target ids for source ids, inside the graph.
 
@@ -388,10 +391,37 @@ class Seq2SeqTransformer(keras.Model):
             no_repeat_ngram_size: int, when `n > 0` no n-gram of this size
                 is generated twice in an output (stops the loops small
                 models fall into). Defaults to `0` (off).
+            sampler: `None`, or a sampler from
+                `keras_selfattn.models.samplers` (an instance, a name such
+                as `"top_p"`, or a config): decode with it instead of
+                `method` (then `method`, `beam_width`, `length_penalty` and
+                `no_repeat_ngram_size` must stay at their defaults; the
+                sampler has its own). `"greedy"` and `"beam"` give the same
+                tokens as `method=`. Defaults to `None`.
+            seed: int or `None`, the seed of a stochastic sampler: the same
+                seed gives the same tokens (eagerly, traced and on every
+                backend). Defaults to `None` (a fresh draw).
 
         Returns:
             int32 `(batch_size, max_length)`, padded with 0 after `end_id`.
         """
+        if sampler is not None:
+            return self._generate_with_sampler(
+                encoder_ids,
+                max_length,
+                start_id,
+                end_id,
+                sampler,
+                seed,
+                method=method,
+                beam_width=beam_width,
+                length_penalty=length_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+            )
+        if seed is not None:
+            raise _validation.invalid(
+                "seed", "None unless a `sampler` is given", seed
+            )
         method = _validation.one_of("method", method, ("greedy", "beam"))
         max_length = _validation.positive_int("max_length", max_length)
         if max_length > self.target_length:
@@ -426,6 +456,49 @@ class Seq2SeqTransformer(keras.Model):
             no_repeat_ngram_size=no_repeat_ngram_size,
         )
         return tokens
+
+    def _generate_with_sampler(
+        self, encoder_ids, max_length, start_id, end_id, sampler, seed, **search
+    ):
+        """`generate` with a sampler: the start token is a one-token
+        prompt, `end_id` the stop token."""
+        defaults = {
+            "method": "greedy",
+            "beam_width": 4,
+            "length_penalty": 0.6,
+            "no_repeat_ngram_size": 0,
+        }
+        for name, value in search.items():
+            if value != defaults[name]:
+                raise _validation.invalid(
+                    name,
+                    f"its default ({defaults[name]!r}) when a `sampler` is "
+                    "given (set it on the sampler)",
+                    value,
+                )
+        sampler = samplers.get(sampler)
+        max_length = _validation.positive_int("max_length", max_length)
+        if max_length > self.target_length:
+            raise _validation.invalid(
+                "max_length",
+                f"at most target_length={self.target_length}",
+                max_length,
+            )
+        start_id = _validation.non_negative_int("start_id", start_id)
+        end_id = _validation.non_negative_int("end_id", end_id)
+        self.build()
+        encoder_ids = ops.convert_to_tensor(encoder_ids, dtype="int32")
+        state = self._decoder_state(encoder_ids, max_length)
+        prompt = ops.full((ops.shape(encoder_ids)[0], 1), start_id, "int32")
+        return sampler(
+            self._step,
+            state,
+            prompt,
+            max_length,
+            stop_token_ids=end_id,
+            pad_id=0,
+            seed=seed,
+        )
 
     def get_config(self):
         return {
