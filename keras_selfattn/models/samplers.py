@@ -533,8 +533,9 @@ class TopPSampler(RandomSampler):
 
     With tokens sorted by probability, token `j` is in the nucleus when the
     probabilities before it sum to less than `p` (so the most likely token
-    always is). The probabilities are those after the logit processing
-    (temperature included), renormalized over the nucleus.
+    always is); a token exactly as likely as the nucleus's least likely
+    member joins it too. The probabilities are those after the logit
+    processing (temperature included), renormalized over the nucleus.
 
     Args:
         p: float in (0, 1], the nucleus mass. Defaults to `0.9`.
@@ -587,14 +588,18 @@ class TopPSampler(RandomSampler):
             logits = _keep_top_k(logits, self.k)
         vocab_size = logits.shape[-1]
         probs = ops.softmax(logits, axis=-1)  # (rows, V) float32
-        sorted_probs, order = ops.top_k(probs, vocab_size)  # descending
+        sorted_probs, _ = ops.top_k(probs, vocab_size)  # descending
         # Mass strictly before each sorted token: the first is always kept.
         before = ops.cumsum(sorted_probs, axis=-1) - sorted_probs
         keep_sorted = ops.less(before, self.p)  # (rows, V), sorted order
-        # Back to vocabulary order through the inverse permutation.
-        inverse = ops.argsort(order, axis=-1)
-        keep = ops.take_along_axis(keep_sorted, inverse, axis=-1)
-        return ops.where(keep, logits, _NEG_INF)
+        # The nucleus is every token at least as likely as its least likely
+        # member: one threshold per row instead of a second sort to carry
+        # the sorted mask back to vocabulary order (a token tied with that
+        # member joins it, as no order between equals is meaningful).
+        threshold = ops.min(
+            ops.where(keep_sorted, sorted_probs, 2.0), axis=-1, keepdims=True
+        )  # (rows, 1)
+        return ops.where(ops.greater_equal(probs, threshold), logits, _NEG_INF)
 
     def get_config(self):
         return {"p": self.p, "k": self.k, **super().get_config()}
