@@ -123,7 +123,11 @@ def check_stop_token_ids(stop_token_ids):
 def _check_seed(seed):
     if seed is None or ops.is_tensor(seed):
         return seed
-    return _validation.non_negative_int("seed", seed)
+    seed = _validation.non_negative_int("seed", seed)
+    if seed > 2**31 - 1:
+        # The hash holds the seed in an int32.
+        raise _validation.invalid("seed", "an integer in [0, 2**31 - 1]", seed)
+    return seed
 
 
 def _prompt_and_mask(prompt, prompt_mask):

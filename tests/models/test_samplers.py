@@ -381,3 +381,14 @@ def test_same_tokens_on_jax():
     exec(JAX_SCRIPT.rsplit("print", 1)[0], namespace)  # the same, on TF
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert got == namespace["out"]
+
+
+def test_a_seed_beyond_int32_is_refused():
+    def step(tokens, index, state):
+        return ops.zeros((1, 5)), state
+
+    with pytest.raises(ValueError, match=r"argument `seed`.*2\*\*31"):
+        samplers.RandomSampler()(step, (), [[1]], 2, seed=2**31)
+    # The largest allowed seed works.
+    out = samplers.RandomSampler()(step, (), [[1]], 2, seed=2**31 - 1)
+    assert tuple(out.shape) == (1, 2)
