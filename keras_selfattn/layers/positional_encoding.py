@@ -12,6 +12,26 @@ _KINDS = ("sinusoidal", "learned")
 _MERGES = ("add", "concat")
 
 
+def sinusoids(positions, dim, base=10000.0):
+    """The sinusoidal encoding at int `positions` of any shape `(...)`:
+    float32 `(..., dim)`, `sin(t / base^(2 (f // 2) / dim))` on even
+    features `f`, `cos` on odd ones. `PositionalEncoding(kind=
+    "sinusoidal")`'s table, also for per-row positions (a decoder-only
+    model numbers each left-padded row from its first real token)."""
+    # The frequencies in float64, rounded once to float32: the table then
+    # matches the float64 reference to float32 precision. NumPy constants,
+    # computed again at each call (E values; no weights).
+    pairs = np.arange(dim) // 2
+    exponent = 2.0 * pairs / dim
+    inverse_frequency = np.power(base, -exponent).astype("float32")
+    even = np.arange(dim) % 2 == 0  # (E,)
+    # As a tensor: a PyTorch tensor times a NumPy array goes through
+    # NumPy's `__array_wrap__` (deprecated in NumPy 2).
+    inverse_frequency = ops.convert_to_tensor(inverse_frequency)  # (E,)
+    angles = ops.cast(positions, "float32")[..., None] * inverse_frequency
+    return ops.where(even, ops.sin(angles), ops.cos(angles))  # (..., E)
+
+
 @keras.saving.register_keras_serializable(package="keras_selfattn")
 class PositionalEncoding(keras.layers.Layer):
     """Adds a position encoding to a sequence, or concatenates one to it.
@@ -267,19 +287,7 @@ class PositionalEncoding(keras.layers.Layer):
             positions = ops.slice(
                 ops.arange(self.max_length, dtype="int32"), (start,), (seq_len,)
             )  # (T,)
-        # The frequencies in float64, rounded once to float32: the table
-        # then matches the float64 reference to float32 precision. NumPy
-        # constants, computed again at each call (E values; no weights).
-        pairs = np.arange(encoding_dim) // 2
-        exponent = 2.0 * pairs / encoding_dim
-        inverse_frequency = np.power(self.base, -exponent).astype("float32")
-        even = np.arange(encoding_dim) % 2 == 0  # (E,)
-        positions = ops.cast(positions, "float32")
-        # As a tensor: a PyTorch tensor times a NumPy array goes through
-        # NumPy's `__array_wrap__` (deprecated in NumPy 2).
-        inverse_frequency = ops.convert_to_tensor(inverse_frequency)  # (E,)
-        angles = positions[:, None] * inverse_frequency[None, :]  # (T, E)
-        return ops.where(even[None, :], ops.sin(angles), ops.cos(angles))
+        return sinusoids(positions, encoding_dim, self.base)  # (T, E)
 
     def compute_mask(self, inputs, mask=None):
         return _masking.resolve_mask(inputs, mask)

@@ -3,12 +3,12 @@
 import inspect
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_selfattn.layers import _layer_norm
 from keras_selfattn.layers import _masking
 from keras_selfattn.layers import _validation
+from keras_selfattn.layers.positional_encoding import sinusoids
 from keras_selfattn.layers.transformer_block import TransformerBlock
 from keras_selfattn.models import samplers as samplers_lib
 
@@ -40,17 +40,6 @@ def _block_option_names():
         and parameter.kind is not inspect.Parameter.VAR_KEYWORD
         and name not in _OWN_BLOCK_ARGS
     )
-
-
-def _sinusoids(positions, dim):
-    """`PositionalEncoding(kind="sinusoidal")`'s table at int `positions`
-    `(B, T)`: float32 `(B, T, dim)` (sines on even features, cosines on
-    odd ones, the same float32 frequencies)."""
-    pairs = np.arange(dim) // 2
-    inverse_frequency = np.power(10000.0, -2.0 * pairs / dim).astype("float32")
-    even = np.arange(dim) % 2 == 0  # (E,)
-    angles = ops.cast(positions, "float32")[..., None] * inverse_frequency
-    return ops.where(even, ops.sin(angles), ops.cos(angles))  # (B, T, E)
 
 
 def positions_from_mask(mask):
@@ -382,7 +371,7 @@ class CausalLM(keras.Model):
         if self.position_embedding == "learned":
             x = x + self.learned_positions(positions)
         elif self.position_embedding == "sinusoidal":
-            x = x + ops.cast(_sinusoids(positions, self.hidden_dim), x.dtype)
+            x = x + ops.cast(sinusoids(positions, self.hidden_dim), x.dtype)
         return self.embedding_dropout(x, training=training)
 
     def _forward(

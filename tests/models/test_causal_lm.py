@@ -11,12 +11,12 @@ import tensorflow as tf
 from keras import ops
 
 from keras_selfattn import PositionalEncoding
+from keras_selfattn.layers.positional_encoding import sinusoids
 from keras_selfattn.models import BeamSampler
 from keras_selfattn.models import CausalLM
 from keras_selfattn.models import TopKSampler
 from keras_selfattn.models import TopPSampler
 from keras_selfattn.models import next_token_batch
-from keras_selfattn.models.causal_lm import _sinusoids
 from keras_selfattn.models.causal_lm import left_align
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -271,10 +271,14 @@ def test_logits_carry_the_padding_mask_and_shape():
     np.testing.assert_array_equal(_np(model(inputs)), _np(logits))
 
 
-def test_sinusoids_equal_positional_encoding():
-    positions = np.arange(9)[None]
-    table = _np(PositionalEncoding()(np.zeros((1, 9, 7), "float32")))
-    np.testing.assert_allclose(_np(_sinusoids(positions, 7)), table, atol=1e-6)
+def test_per_row_sinusoids_equal_positional_encoding():
+    # The model's per-row positions (a left-padded row starts at 0 later)
+    # read the layer's table at those positions.
+    positions = np.stack([np.arange(9), np.arange(9) + 3])  # (2, 9)
+    table = _np(PositionalEncoding()(np.zeros((1, 12, 7), "float32")))[0]
+    np.testing.assert_allclose(
+        _np(sinusoids(positions, 7)), table[positions], atol=1e-6
+    )
 
 
 def test_call_with_cache_equals_call():
