@@ -397,9 +397,7 @@ class ScoreMod:
             return ops.transpose(values, (rank - 1, *range(rank - 1)))[None]
         if self.slopes is None:
             return None
-        slopes = ops.cast(self.slopes, "float32")
-        if heads is not None:
-            slopes = slopes[heads[0] : heads[0] + heads[1]]
+        slopes = self._head_slopes(heads)
         distance = ops.abs(query_pos[..., :, None] - key_pos[..., None, :])
         distance = ops.cast(distance, "float32")  # (..., C, L)
         extra = len(distance.shape) - 2
@@ -417,6 +415,14 @@ class ScoreMod:
             and self.relative is None
         )
 
+    def _head_slopes(self, heads):
+        """float32 ALiBi slopes of the `(start, size)` head group `heads`
+        (all heads for `None`)."""
+        slopes = ops.cast(self.slopes, "float32")
+        if heads is None:
+            return slopes
+        return slopes[heads[0] : heads[0] + heads[1]]
+
     def causal_bias(self, query_start, key_pos, heads=None):
         """ALiBi's bias for a block of queries under a causal mask, as one
         row `(1, n, 1, L)` float32 for the whole block.
@@ -429,9 +435,7 @@ class ScoreMod:
         values small (at most `slope * C` on allowed keys) so no precision
         is lost. Only valid when `row_shift_free` and the mask is causal.
         """
-        slopes = ops.cast(self.slopes, "float32")
-        if heads is not None:
-            slopes = slopes[heads[0] : heads[0] + heads[1]]
+        slopes = self._head_slopes(heads)
         offset = ops.cast(key_pos - query_start, "float32")  # (L,)
         return (slopes[:, None, None] * offset[None, None, :])[None]
 
