@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from keras_selfattn.layers import _validation
+from keras_selfattn.text import _sequences
 
 PAD = "[PAD]"
 UNK = "[UNK]"
@@ -218,31 +219,17 @@ class WordPieceTokenizer(keras.layers.Layer):
 
     def tokenize_ragged(self, inputs):
         """Strings `(batch_size,)` to a ragged int32 `(batch_size, None)`,
-        with start/end tokens but no padding or truncation."""
-        strings = tf.convert_to_tensor(inputs, dtype=tf.string)
-        if strings.shape.rank == 2:
-            strings = tf.squeeze(strings, axis=1)
-        if strings.shape.rank != 1:
-            raise ValueError(
-                "Received an invalid value for argument `inputs`, expected a "
-                "string tensor of shape (batch_size,) or (batch_size, 1). "
-                f"Received: inputs.shape={strings.shape}"
-            )
+        with start/end tokens, truncated to `sequence_length` but not
+        padded."""
+        strings = _sequences.string_batch(inputs)
         strings = normalize_text(strings, self.lower_case, self.strip_accents)
         ids = self._fast_wordpiece().tokenize(strings)  # ragged (B, None)
-        if self.sequence_length is not None:
-            # Truncate before adding the end token, so it survives.
-            room = self.sequence_length - int(self.add_start_token)
-            room -= int(self.add_end_token)
-            ids = ids[:, :room]
-        batch = tf.shape(strings)[:1]
-        if self.add_start_token:
-            start = tf.fill(tf.concat([batch, [1]], 0), self.start_id)
-            ids = tf.concat([start, ids], axis=1)
-        if self.add_end_token:
-            end = tf.fill(tf.concat([batch, [1]], 0), self.end_id)
-            ids = tf.concat([ids, end], axis=1)
-        return ids
+        return _sequences.frame(
+            ids,
+            self.sequence_length,
+            self.start_id if self.add_start_token else None,
+            self.end_id if self.add_end_token else None,
+        )
 
     def litert_blockers(self):
         """Why this tokenizer cannot run in LiteRT: a list of reasons, each
@@ -321,14 +308,9 @@ class WordPieceTokenizer(keras.layers.Layer):
         marks and CJK ideographs, which are words of their own), and the text
         is in normalized form (lower-cased when `lower_case`).
         """
-        ids = tf.convert_to_tensor(ids)
-        ids = tf.cast(ids, tf.int32)
-        # Everything from the first end token on is dropped.
-        is_end = tf.cast(tf.equal(ids, self.end_id), tf.int32)
-        before_end = tf.equal(tf.cumsum(is_end, axis=1), 0)
-        keep = tf.logical_and(before_end, tf.not_equal(ids, self.pad_id))
-        keep = tf.logical_and(keep, tf.not_equal(ids, self.start_id))
-        ragged = tf.ragged.boolean_mask(ids, keep)
+        ragged = _sequences.content(
+            ids, self.pad_id, self.start_id, self.end_id
+        )
         return self._fast_wordpiece().detokenize(ragged)
 
     def id_to_token(self, ids):
