@@ -67,12 +67,13 @@ _LAZY_SUBMODULES = (
 
 if keras.backend.backend() == "tensorflow":
     # Keras has imported TensorFlow already, so this costs no TensorFlow
-    # import: it registers the text models and the tokenizer, so a `.keras`
-    # file holding them loads after `import keras_selfattn` alone, as it
-    # always has. tensorflow-text itself still loads on a tokenizer's first
-    # use.
+    # import: it registers the text models and the tokenizers, so a
+    # `.keras` file holding them loads after `import keras_selfattn` alone,
+    # as it always has. tensorflow-text itself still loads on a tokenizer's
+    # first use (and sentencepiece on a model's training).
     importlib.import_module("keras_selfattn.models.text_classifier")
     importlib.import_module("keras_selfattn.models.text_generator")
+    importlib.import_module("keras_selfattn.text.sentencepiece")
 
 
 def __getattr__(name):

@@ -75,7 +75,12 @@ assert train_seq2seq.__module__ == "keras_selfattn.recipes.seq2seq"
 REGISTERED = """
 import keras
 import keras_selfattn
-for name in ("TextClassifier", "TextGenerator", "WordPieceTokenizer"):
+for name in (
+    "TextClassifier",
+    "TextGenerator",
+    "WordPieceTokenizer",
+    "SentencePieceTokenizer",
+):
     obj = keras.saving.get_registered_object("keras_selfattn>" + name)
     assert obj is not None and obj.__name__ == name, name
 """

@@ -20,7 +20,9 @@ from keras_selfattn import SequencePooling
 from keras_selfattn import TokenAndPositionEmbedding
 from keras_selfattn import TransformerBlock
 from keras_selfattn import TransformerDecoderBlock
+from keras_selfattn.text import SentencePieceTokenizer
 from keras_selfattn.text import WordPieceTokenizer
+from keras_selfattn.text import learn_sentencepiece_model
 
 try:
     # Keras' layer test harness lives in a private module: it may move.
@@ -32,6 +34,8 @@ except ImportError:  # pragma: no cover - depends on the Keras version
 # encoder width 10, 3 heads, feed-forward 11, vocabulary 20, table 8 rows.
 B, T, S, D, E, N, F, V, L = 2, 5, 7, 12, 10, 3, 11, 20, 8
 VOCAB = ["[PAD]", "[UNK]", "[START]", "[END]", "the", "cat", "sat", "##s"]
+# A SentencePiece model (trained in milliseconds) for its tokenizer.
+PROTO = learn_sentencepiece_model(["the cats sat", "the cat"], 270)
 
 
 def _x():
@@ -99,6 +103,11 @@ LAYERS = {
         lambda: [np.array(["the cats sat", ""])],
         0,
     ),
+    "SentencePieceTokenizer": (
+        lambda: SentencePieceTokenizer(PROTO, sequence_length=6),
+        lambda: [np.array(["the cats sat", ""])],
+        0,
+    ),
 }
 
 BLOCKS = ["TransformerBlock", "TransformerDecoderBlock"]
@@ -149,6 +158,7 @@ def test_layer_with_weights_is_built_by_its_first_call(name):
         SequencePooling,
         PositionalEncoding,
         WordPieceTokenizer,
+        SentencePieceTokenizer,
     ],
 )
 def test_subclass_with_its_own_build_is_built_by_keras(cls):
@@ -158,7 +168,8 @@ def test_subclass_with_its_own_build_is_built_by_keras(cls):
         def build(self, *args, **kwargs):
             self.scale = self.add_weight(shape=(), initializer="ones")
 
-    args = (VOCAB,) if cls is WordPieceTokenizer else ()
+    args = {WordPieceTokenizer: (VOCAB,), SentencePieceTokenizer: (PROTO,)}
+    args = args.get(cls, ())
     layer = WithScale(*args)
     assert not layer.built
     layer(np.array(["the cat"]) if args else _x())
@@ -326,6 +337,19 @@ KERAS_CASES = [
         0,
         id="WordPieceTokenizer",
     ),
+    pytest.param(
+        SentencePieceTokenizer,
+        {"proto": PROTO, "sequence_length": 6},
+        {
+            "input_data": tf.constant(["the cats sat", ""]),
+            "expected_output_shape": (B, 6),
+            "expected_output_dtype": "int32",
+            # Skipped, as for WordPieceTokenizer: nothing to differentiate.
+            "run_training_check": False,
+        },
+        0,
+        id="SentencePieceTokenizer",
+    ),
 ]
 
 
@@ -344,7 +368,8 @@ def test_keras_run_layer_test(cls, init_kwargs, kwargs, count):
         init_kwargs,
         expected_num_trainable_weights=count,
         expected_num_non_trainable_weights=0,
-        supports_masking=cls is not WordPieceTokenizer,
+        supports_masking=cls
+        not in (WordPieceTokenizer, SentencePieceTokenizer),
         # Built at construction, and not when a subclass overrides `build`.
         assert_built_after_instantiation=(count == 0),
         **kwargs,

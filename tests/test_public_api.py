@@ -87,11 +87,12 @@ def test_text_names_have_runnable_docstrings(name):
         assert ">>>" in doc, f"{name} needs a runnable example"
 
 
-def test_tokenizer_is_registered_after_plain_import():
-    obj = keras.saving.get_registered_object(
-        "keras_selfattn>WordPieceTokenizer"
-    )
-    assert obj is text.WordPieceTokenizer
+@pytest.mark.parametrize(
+    "name", ["WordPieceTokenizer", "SentencePieceTokenizer"]
+)
+def test_tokenizer_is_registered_after_plain_import(name):
+    obj = keras.saving.get_registered_object(f"keras_selfattn>{name}")
+    assert obj is getattr(text, name)
 
 
 @pytest.mark.parametrize("name", PUBLIC)

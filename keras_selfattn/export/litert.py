@@ -50,7 +50,10 @@ def export_litert(
     The tokenizer must have `lower_case=False` and `strip_accents=False`:
     case folding and accent stripping are TensorFlow ops with no LiteRT
     kernel, and the export refuses them (`WordPieceTokenizer.
-    litert_blockers`) rather than give different ids on device.
+    litert_blockers`) rather than give different ids on device. It
+    refuses a `SentencePieceTokenizer` too: its ops have no LiteRT kernels
+    (TF-Text's `FastSentencepieceTokenizer` has, but it gives other ids
+    for byte-fallback pieces).
 
     Needs TensorFlow (imported on first use).
 
@@ -100,6 +103,7 @@ def export_litert(
         )
     import tensorflow as tf
 
+    from keras_selfattn.text import sentencepiece
     from keras_selfattn.text import wordpiece
 
     # Keras' own walk over every nested layer (sub-models, layers held by
@@ -107,14 +111,21 @@ def export_litert(
     tokenizers = [
         layer
         for layer in model._flatten_layers()
-        if isinstance(layer, wordpiece.WordPieceTokenizer)
+        if isinstance(
+            layer,
+            (
+                wordpiece.WordPieceTokenizer,
+                sentencepiece.SentencePieceTokenizer,
+            ),
+        )
     ]
     blockers = [r for t in tokenizers for r in t.litert_blockers()]
     if blockers:
         raise _validation.invalid(
             "model",
-            "a model whose WordPieceTokenizer LiteRT can run "
-            f"(lower_case=False, strip_accents=False): {'; '.join(blockers)}",
+            "a model whose tokenizer LiteRT can run (a WordPieceTokenizer "
+            "with lower_case=False, strip_accents=False): "
+            + "; ".join(blockers),
             model.name,
         )
     supported = [tf.lite.OpsSet.TFLITE_BUILTINS]

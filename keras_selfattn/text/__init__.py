@@ -1,9 +1,11 @@
 """Text preprocessing inside the graph (tensorflow-text, imported lazily).
 
 `find_split` and `read_columns` are plain Python. `WordPieceTokenizer`,
-`learn_wordpiece_vocabulary` and `normalize_text` need TensorFlow (and the
-tokenizer tensorflow-text): their module, and TensorFlow, are imported on
-first access to one of these names.
+`learn_wordpiece_vocabulary`, `normalize_text`, `SentencePieceTokenizer`
+and `learn_sentencepiece_model` need TensorFlow (the tokenizers
+tensorflow-text, the SentencePiece trainer the `sentencepiece` package):
+their module, and TensorFlow, are imported on first access to one of these
+names.
 """
 
 import importlib
@@ -17,11 +19,19 @@ _LAZY = {
     "WordPieceTokenizer": "wordpiece",
     "learn_wordpiece_vocabulary": "wordpiece",
     "normalize_text": "wordpiece",
+    "SentencePieceTokenizer": "sentencepiece",
+    "learn_sentencepiece_model": "sentencepiece",
 }
 
 if TYPE_CHECKING:
     # The lazy names, imported for static tools (the API docs, type
     # checkers); at run time `__getattr__` imports them on first use.
+    from keras_selfattn.text.sentencepiece import (
+        SentencePieceTokenizer as SentencePieceTokenizer,
+    )
+    from keras_selfattn.text.sentencepiece import (
+        learn_sentencepiece_model as learn_sentencepiece_model,
+    )
     from keras_selfattn.text.wordpiece import (
         WordPieceTokenizer as WordPieceTokenizer,
     )
@@ -37,6 +47,8 @@ __all__ = [
     "WordPieceTokenizer",
     "learn_wordpiece_vocabulary",
     "normalize_text",
+    "SentencePieceTokenizer",
+    "learn_sentencepiece_model",
 ]
 
 
