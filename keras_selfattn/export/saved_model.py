@@ -296,10 +296,10 @@ def export_classifier(
 
     - `serving_default`: `text` (string, `(batch,)`) → `label` (string),
       `label_id` (int64), `probabilities` (float32, `(batch, classes)`).
-      Tokenization (tensorflow-text WordPiece) runs inside the graph; an empty
-      string gives valid probabilities; text longer than the tokenizer's
-      `sequence_length` is truncated (its first tokens are kept); invalid
-      UTF-8 bytes are replaced, never an error.
+      Tokenization (tensorflow-text WordPiece or SentencePiece) runs inside
+      the graph; an empty string gives valid probabilities; text longer
+      than the tokenizer's `sequence_length` is truncated (its first tokens
+      are kept); invalid UTF-8 bytes are replaced, never an error.
     - `token_ids`: `token_ids` (int32, `(batch, length)`, 0 = padding,
       `1 <= length <= sequence_length`, ids below the vocabulary size) →
       the same outputs, for clients that tokenize themselves.
@@ -313,7 +313,8 @@ def export_classifier(
     Args:
         classifier: `keras.Model` from token ids to class probabilities
             (e.g. `build_text_classifier`).
-        tokenizer: the `WordPieceTokenizer` the classifier was trained with.
+        tokenizer: the `WordPieceTokenizer` or `SentencePieceTokenizer` the
+            classifier was trained with.
         export_dir: str, the base folder (versions go in sub-folders).
         label_names: list of str, one per class. Defaults to the class ids
             as strings.

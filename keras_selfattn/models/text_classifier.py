@@ -1,6 +1,7 @@
 """Raw strings in, class probabilities out: a classifier with its tokenizer.
 
-`TextClassifier` chains a `WordPieceTokenizer` and a token-id classifier
+`TextClassifier` chains a tokenizer (`WordPieceTokenizer` or
+`SentencePieceTokenizer`) and a token-id classifier
 (`build_text_classifier`) in one `keras.Model` that takes Python lists,
 NumPy `str`/`bytes` arrays and string tensors alike, in `__call__` as in
 `predict`, `evaluate` and `fit`.
@@ -15,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_selfattn.layers import _validation
+from keras_selfattn.models.text_generator import _TOKENIZERS
 from keras_selfattn.models.text_generator import _deserialize
-from keras_selfattn.text.wordpiece import WordPieceTokenizer
 
 _EXPECTED = "a batch of strings of shape (batch_size,)"
 
@@ -80,8 +81,8 @@ class TextClassifier(keras.Model):
     argument. `predict_labels` returns the name of the most probable class.
 
     Args:
-        tokenizer: `WordPieceTokenizer` (or its serialized config), the one
-            the classifier was trained with.
+        tokenizer: `WordPieceTokenizer` or `SentencePieceTokenizer` (or
+            its serialized config), the one the classifier was trained with.
         classifier: `keras.Model` (or its serialized config) from int token
             ids `(batch_size, seq_len)` to probabilities
             `(batch_size, num_classes)`, e.g. `build_text_classifier`.
@@ -119,7 +120,7 @@ class TextClassifier(keras.Model):
     """
 
     def __init__(self, tokenizer, classifier, label_names=None, **kwargs):
-        tokenizer = _deserialize(tokenizer, WordPieceTokenizer, "tokenizer")
+        tokenizer = _deserialize(tokenizer, _TOKENIZERS, "tokenizer")
         classifier = _deserialize(classifier, keras.Model, "classifier")
         ids = keras.KerasTensor((None, tokenizer.sequence_length), "int32")
         output = classifier.compute_output_spec(ids)

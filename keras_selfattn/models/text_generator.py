@@ -1,8 +1,9 @@
 """Raw strings in, generated strings out: a seq2seq model with its tokenizers.
 
-`TextGenerator` chains a source `WordPieceTokenizer`, the cached
-`Seq2SeqTransformer.generate` and the target tokenizer's `detokenize` in one
-graph, so a `.keras` file or an exported SavedModel takes raw text.
+`TextGenerator` chains a source tokenizer (`WordPieceTokenizer` or
+`SentencePieceTokenizer`), the cached `Seq2SeqTransformer.generate` and the
+target tokenizer's `detokenize` in one graph, so a `.keras` file or an
+exported SavedModel takes raw text.
 `make_seq2seq_dataset` builds the matching teacher-forcing `tf.data`
 pipeline; `cross_attention_scores` returns a decoder block's attention over
 the source for plots.
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 from keras_selfattn.layers import _validation
 from keras_selfattn.models.seq2seq import Seq2SeqTransformer
+from keras_selfattn.text.sentencepiece import SentencePieceTokenizer
 from keras_selfattn.text.wordpiece import WordPieceTokenizer
 
 # (pattern, replacement) pairs that undo the tokenizer's spaces around
@@ -28,14 +30,21 @@ _TIDY_RULES = (
 )
 
 
+# The tokenizer layers the text models take.
+_TOKENIZERS = (WordPieceTokenizer, SentencePieceTokenizer)
+
+
 def _deserialize(obj, expected_type, name):
-    """An object from itself or from its serialized config dict."""
+    """An object from itself or from its serialized config dict;
+    `expected_type` is a class or a tuple of classes."""
     if isinstance(obj, dict):
         obj = keras.saving.deserialize_keras_object(obj)
     if not isinstance(obj, expected_type):
+        types = expected_type if isinstance(expected_type, tuple) else ()
+        names = " or ".join(t.__name__ for t in types or (expected_type,))
         raise _validation.invalid(
             name,
-            f"a {expected_type.__name__} (or its serialized config)",
+            f"a {names} (or its serialized config)",
             type(obj).__name__,
             error=TypeError,
         )
@@ -78,10 +87,12 @@ class TextGenerator(keras.layers.Layer):
     into a `tf.function` with a `(None,)` string signature (export).
 
     Args:
-        source_tokenizer: `WordPieceTokenizer` for the source text, with a
-            `sequence_length` of at most `seq2seq.source_length`.
-        target_tokenizer: `WordPieceTokenizer` of the target vocabulary
-            (its `[START]`/`[END]` ids start and stop decoding).
+        source_tokenizer: `WordPieceTokenizer` or `SentencePieceTokenizer`
+            for the source text, with a `sequence_length` of at most
+            `seq2seq.source_length`.
+        target_tokenizer: `WordPieceTokenizer` or `SentencePieceTokenizer`
+            of the target vocabulary (its start/end ids start and stop
+            decoding).
         seq2seq: a `Seq2SeqTransformer`.
         max_length: int, the most generated tokens (end token included), at
             most `seq2seq.target_length`. Defaults to
@@ -93,7 +104,9 @@ class TextGenerator(keras.layers.Layer):
         no_repeat_ngram_size: int, when `n > 0` no n-gram of this size is
             generated twice in an output. Defaults to `0` (off).
         tidy: bool, remove the spaces detokenization leaves around
-            punctuation (`tidy_spacing`). Defaults to `True`.
+            punctuation (`tidy_spacing`). Defaults to `True`. Pass `False`
+            with a `SentencePieceTokenizer` target: its text is already
+            exact.
         **kwargs: base `keras.layers.Layer` arguments (`name`, ...).
 
     Call arguments:
@@ -135,10 +148,10 @@ class TextGenerator(keras.layers.Layer):
         **kwargs,
     ):
         source_tokenizer = _deserialize(
-            source_tokenizer, WordPieceTokenizer, "source_tokenizer"
+            source_tokenizer, _TOKENIZERS, "source_tokenizer"
         )
         target_tokenizer = _deserialize(
-            target_tokenizer, WordPieceTokenizer, "target_tokenizer"
+            target_tokenizer, _TOKENIZERS, "target_tokenizer"
         )
         seq2seq = _deserialize(seq2seq, Seq2SeqTransformer, "seq2seq")
         length = source_tokenizer.sequence_length
@@ -252,8 +265,9 @@ def make_seq2seq_dataset(
     Args:
         sources: list of str (or a string tensor), the source texts.
         targets: list of str, one target per source.
-        source_tokenizer: `WordPieceTokenizer` with a `sequence_length`.
-        target_tokenizer: `WordPieceTokenizer` with `add_start_token` and
+        source_tokenizer: a tokenizer layer (`WordPieceTokenizer`,
+            `SentencePieceTokenizer`) with a `sequence_length`.
+        target_tokenizer: a tokenizer layer with `add_start_token` and
             `add_end_token`; its `sequence_length` is the model's
             `target_length + 1`.
         batch_size: int.

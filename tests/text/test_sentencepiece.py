@@ -12,7 +12,11 @@ import tensorflow_text  # noqa: F401 - registers the ops for SavedModel loads
 from keras_selfattn import SequencePooling
 from keras_selfattn.export import export_classifier
 from keras_selfattn.export import export_litert
+from keras_selfattn.export import export_text_generator
 from keras_selfattn.export import serve_with_c_api
+from keras_selfattn.models import Seq2SeqTransformer
+from keras_selfattn.models import TextClassifier
+from keras_selfattn.models import TextGenerator
 from keras_selfattn.models import build_text_classifier
 from keras_selfattn.text import SentencePieceTokenizer
 from keras_selfattn.text import learn_sentencepiece_model
@@ -284,6 +288,46 @@ def test_exported_classifier_serves_raw_strings_through_c_api(proto, tmp_path):
     assert response["python_modules"] == []
     probs = np.array([r["probabilities"] for r in response["predictions"]])
     np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
+def test_text_classifier_takes_it_and_reloads(proto, tmp_path):
+    tokenizer = SentencePieceTokenizer(proto, sequence_length=12)
+    classifier = build_text_classifier(
+        tokenizer.vocabulary_size, 12, 2, embed_dim=8, num_heads=2, ff_dim=8
+    )
+    model = TextClassifier(tokenizer, classifier, ["no", "yes"])
+    expected = np.asarray(model(TEXTS))
+    np.testing.assert_allclose(
+        expected, np.asarray(classifier(tokenizer(TEXTS))), atol=1e-6
+    )
+    path = str(tmp_path / "classifier.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded.tokenizer, SentencePieceTokenizer)
+    np.testing.assert_allclose(np.asarray(loaded(TEXTS)), expected, atol=1e-6)
+
+
+def test_exported_text_generator_serves_exact_text_through_c_api(
+    proto, tmp_path
+):
+    keras.utils.set_random_seed(1)
+    source = SentencePieceTokenizer(proto, sequence_length=10)
+    target = SentencePieceTokenizer(
+        proto, sequence_length=9, add_start_token=True, add_end_token=True
+    )
+    size = source.vocabulary_size
+    seq2seq = Seq2SeqTransformer(size, size, 10, 8, 16, 2, 32)
+    generator = TextGenerator(source, target, seq2seq, tidy=False)
+    texts = ["The quick brown fox", "", "東京 😀 ξψω " * 5]
+    ids = generator.generate_ids(tf.constant(texts))  # (3, <= 8)
+    # The strings are the target tokenizer's exact detokenization.
+    expected = [t.decode() for t in target.detokenize(ids).numpy()]
+    assert any(expected), "an untrained model still emits pieces"
+    assert [t.decode() for t in generator(texts).numpy()] == expected
+    path = export_text_generator(generator, str(tmp_path))
+    response = serve_with_c_api(path, {"instances": texts})
+    assert response["python_modules"] == []
+    assert response["predictions"] == expected
 
 
 def test_litert_export_is_refused_by_name(proto, tmp_path):
