@@ -78,6 +78,7 @@ def test_site_has_every_page(site):
         "layers/multi-head-self-attention/index.html",
         "masking/index.html",
         "saving/index.html",
+        "tokenizers/index.html",
         "serving/index.html",
         "performance/index.html",
         "mixed-precision/index.html",
