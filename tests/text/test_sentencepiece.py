@@ -307,6 +307,8 @@ def test_text_classifier_takes_it_and_reloads(proto, tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(TEXTS)), expected, atol=1e-6)
 
 
+# 17-30 s on 2 busy cores: tracing the decoding loop, then a C API process.
+@pytest.mark.slow
 def test_exported_text_generator_serves_exact_text_through_c_api(
     proto, tmp_path
 ):
