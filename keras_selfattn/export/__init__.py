@@ -15,6 +15,7 @@ from keras_selfattn.export.serving_check import (
 
 # TensorFlow-only names and the modules that define them.
 _LAZY = {
+    "export_causal_lm": "causal_lm",
     "export_classifier": "saved_model",
     "export_litert": "litert",
     "export_model": "saved_model",
@@ -25,6 +26,9 @@ _LAZY = {
 if TYPE_CHECKING:
     # The lazy names, imported for static tools (the API docs, type
     # checkers); at run time `__getattr__` imports them on first use.
+    from keras_selfattn.export.causal_lm import (
+        export_causal_lm as export_causal_lm,
+    )
     from keras_selfattn.export.litert import export_litert as export_litert
     from keras_selfattn.export.saved_model import (
         export_classifier as export_classifier,
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CApiServer",
+    "export_causal_lm",
     "export_classifier",
     "export_litert",
     "export_model",
