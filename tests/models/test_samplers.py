@@ -352,6 +352,7 @@ JAX_SCRIPT = """
 import json
 import numpy as np
 from keras import ops
+from keras_selfattn.models import ConfigurableSampler
 from keras_selfattn.models import GreedySampler, TopPSampler
 logits = np.random.default_rng(0).normal(size=(7, 16, 7)).astype("float32")
 table = ops.convert_to_tensor(logits)
@@ -360,7 +361,13 @@ def step(tokens, index, state):
 prompt = np.array([[1, 2], [3, 4]], "int32")
 greedy = GreedySampler()(step, (), prompt, 8)
 top_p = TopPSampler(p=0.8)(step, (), prompt, 8, seed=5)
-out = [ops.convert_to_numpy(x).tolist() for x in (greedy, top_p)]
+per_row = ConfigurableSampler(
+    temperature=ops.convert_to_tensor([0.7, 1.3]),
+    k=ops.convert_to_tensor([3, 0], "int32"),
+    p=ops.convert_to_tensor([1.0, 0.6]),
+    token_limit=ops.convert_to_tensor([8, 5], "int32"),
+)(step, (), prompt, 8, seed=ops.convert_to_tensor([5, 9], "int32"))
+out = [ops.convert_to_numpy(x).tolist() for x in (greedy, top_p, per_row)]
 print(json.dumps(out))
 """
 
