@@ -107,8 +107,8 @@ def export_causal_lm(
     for `export_text_generator`; each option's shape and range), and a
     malformed one fails with `INVALID_ARGUMENT` and a message naming the
     input and what it expects (`Received an invalid value for input
-    `top_p`, expected a float in (0, 1]. Received: top_p=1.5`), never with
-    a crash. Then the prompts are tokenized, left-aligned to a static
+    `top_p`, expected a float in (0, 1]. Received: top_p=1.500000`), never
+    with a crash. Then the prompts are tokenized, left-aligned to a static
     `max_prompt_length` (a longer prompt keeps its **last**
     `max_prompt_length` tokens: the model continues the end of the text;
     the record says so), decoded with the key/value cache by a
