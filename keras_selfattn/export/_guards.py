@@ -223,3 +223,53 @@ def check_tensor(x, name, spec, max_batch_size):
             _message(name, "finite values", bad, " NaN or infinite values"),
         )
     return request.checked(dims)
+
+
+def check_option(value, name, batch_size, default, valid, expected):
+    """A per-request option (a sampling option of `export_causal_lm`): a
+    scalar for every row, one value per row `(batch_size,)`, or an empty
+    tensor `(0,)` for `default`; every value must satisfy `valid` (a
+    function of a 1-D tensor to a bool one), worded by `expected`.
+
+    Returns the checked `(batch_size,)` values, released once the checks
+    passed. Only the first element (or, for a `(batch_size,)` tensor, the
+    rows) of the request's tensor is ever read, whatever its shape.
+    """
+    batch_size = tf.cast(batch_size, tf.int64)
+    rank = tf.raw_ops.Rank(input=value)
+    size = tf.raw_ops.Size(input=value, out_type=tf.int64)
+    shape = tf.raw_ops.Shape(input=value, out_type=tf.int64)
+    vector = tf.equal(rank, 1)
+    per_row = tf.logical_and(vector, tf.equal(size, batch_size))
+    shape_ok = tf.logical_or(
+        tf.equal(rank, 0),
+        tf.logical_or(per_row, tf.logical_and(vector, tf.equal(size, 0))),
+    )
+    dims = tf.strings.reduce_join(tf.strings.as_string(shape), separator=", ")
+    shape_message = _message(
+        name,
+        f"a {value.dtype.name} scalar, a tensor of shape (batch_size,) or an "
+        f"empty tensor (for the default, {default})",
+        "shape=[",
+        dims,
+        "] with batch_size=",
+        batch_size,
+    )
+    flat = tf.reshape(value, [-1])
+    # The first invalid value; a trailing False makes an empty flat valid.
+    flags = tf.concat([valid(flat), [False]], axis=0)
+    first = tf.argmin(tf.cast(flags, tf.int32), output_type=tf.int64)
+    padded = tf.concat([flat, tf.constant([default], value.dtype)], axis=0)
+    values_ok = tf.equal(first, size)
+    values_message = _message(
+        name, expected, f"{name}=", tf.gather(padded, first)
+    )
+    ok = tf.logical_and(shape_ok, values_ok)
+    message = tf.where(shape_ok, values_message, shape_message)
+    failed = tf.debugging.Assert(ok, [message])
+    # Row i reads element i of a per-row tensor, else element 0: the
+    # scalar, or the default appended after an empty tensor.
+    rows = tf.range(batch_size)
+    index = tf.where(per_row, rows, tf.zeros_like(rows))
+    with tf.control_dependencies([failed]):
+        return tf.ensure_shape(tf.gather(padded, index), [None])

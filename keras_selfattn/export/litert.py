@@ -8,6 +8,8 @@ interpreter, which needs neither TensorFlow nor Keras (a model with a
 import contextlib
 import os
 
+import keras
+
 from keras_selfattn.layers import _kernels
 from keras_selfattn.layers import _validation
 
@@ -174,3 +176,147 @@ def _check_custom_ops(filepath, allowed, model_name):
             f"none: {', '.join(unknown)}",
             model_name,
         )
+
+
+# The names of a block's cache tensors, in the LiteRT signature's order.
+CACHE_PARTS = ("key", "value", "key_mask")
+
+
+def cache_input_name(block_index, part):
+    """The LiteRT input (and output) name of one cache tensor."""
+    return f"cache_{block_index}_{part}"
+
+
+class _CachedStep(keras.layers.Layer):
+    """`CausalLM.call_with_cache` on flat tensors (the one forward path of
+    generation), as a layer that tracks the model's weights for export."""
+
+    def __init__(self, causal_lm, **kwargs):
+        super().__init__(**kwargs)
+        self.causal_lm = causal_lm
+
+    def call(self, token_ids, padding_mask, positions, index, *flat):
+        parts = len(CACHE_PARTS)
+        caches = [
+            dict(zip(CACHE_PARTS, flat[i : i + parts], strict=True))
+            for i in range(0, len(flat), parts)
+        ]
+        logits, caches = self.causal_lm.call_with_cache(
+            token_ids,
+            caches,
+            index[0],
+            padding_mask=padding_mask,
+            positions=positions,
+        )  # (B, T, V)
+        # Only the last position's logits: the next token (all a decoding
+        # step needs; the prefill's others are never read).
+        outputs = {"logits": logits[:, -1, :]}  # (B, V)
+        for i, cache in enumerate(caches):
+            for part in CACHE_PARTS:
+                outputs[cache_input_name(i, part)] = cache[part]
+        return outputs
+
+
+def export_causal_lm_litert(
+    causal_lm,
+    filepath,
+    max_length,
+    *,
+    quantization=None,
+    verbose=False,
+):
+    """Export a `CausalLM`'s cached forward step as a LiteRT file, for
+    on-device generation (`litert_generate` drives it with NumPy).
+
+    One signature, `serving_default`, does both halves of generation: the
+    prefill (all prompt tokens at once) and each decoding step (one token),
+    since its token axis is dynamic:
+
+    - inputs: `token_ids` int32 `(batch_size, length)`, `padding_mask`
+      bool `(batch_size, length)` (`True` for real tokens), `positions`
+      int32 `(batch_size, length)` (each token's position, counted from
+      its row's first real token), `index` int32 `(1,)` (the cache slot of
+      the first token), and the key/value cache of each block `i`:
+      `cache_{i}_key`, `cache_{i}_value` (float, `(batch_size, heads,
+      max_length, head_dim)`) and `cache_{i}_key_mask` (bool,
+      `(batch_size, max_length)`), all zeros (`False`) to start;
+    - outputs: `logits` float32 `(batch_size, vocab_size)` (the next
+      token's, after the last input token) and the updated caches, under
+      the same names, to feed to the next call. Any batch size, the same
+      in every call of one generation.
+
+    It is `CausalLM.call_with_cache` converted with builtin ops only and
+    the dense attention kernel (see `export_litert`); the cache length is
+    fixed in the file, the batch and token axes are not (the interpreter
+    resizes its tensors when a call's shapes change).
+
+    Args:
+        causal_lm: the `keras_selfattn.models.CausalLM`.
+        filepath: str, the `.tflite` file to write.
+        max_length: int >= 2, the cache length: prompt plus new tokens.
+        quantization: `None` or `"dynamic_range"`, as for `export_litert`.
+            Defaults to `None`.
+        verbose: bool, print Keras' export message. Defaults to `False`.
+
+    Returns:
+        `filepath`.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from keras_selfattn.export import export_causal_lm_litert
+    >>> from keras_selfattn.export import litert_generate
+    >>> from keras_selfattn.models import CausalLM
+    >>> lm = CausalLM(20, num_layers=1, hidden_dim=8, num_heads=2, ff_dim=16)
+    >>> path = export_causal_lm_litert(
+    ...     lm, os.path.join(tempfile.mkdtemp(), "lm.tflite"), max_length=10)
+    >>> prompt = np.array([[1, 5, 6]])
+    >>> tokens = litert_generate(path, prompt, max_new_tokens=4)
+    >>> bool((tokens == np.asarray(lm.generate(prompt, 4))).all())
+    True
+    """
+    from keras_selfattn.models.causal_lm import CausalLM
+
+    if not isinstance(causal_lm, CausalLM):
+        raise _validation.invalid(
+            "causal_lm",
+            "a keras_selfattn.models.CausalLM",
+            type(causal_lm).__name__,
+            TypeError,
+        )
+    max_length = _validation.positive_int("max_length", max_length)
+    if max_length < 2:
+        raise _validation.invalid(
+            "max_length", "an integer >= 2 (a prompt and a token)", max_length
+        )
+    if causal_lm.position_embedding == "learned" and (
+        max_length > causal_lm.max_length
+    ):
+        raise _validation.invalid(
+            "max_length",
+            f"at most the learned position table's {causal_lm.max_length} rows",
+            max_length,
+        )
+    caches = causal_lm.init_cache(1, max_length)
+    inputs = [
+        keras.Input((None,), dtype="int32", name="token_ids"),
+        keras.Input((None,), dtype="bool", name="padding_mask"),
+        keras.Input((None,), dtype="int32", name="positions"),
+        keras.Input((), batch_size=1, dtype="int32", name="index"),
+    ]
+    for i, cache in enumerate(caches):
+        for part in CACHE_PARTS:
+            tensor = cache[part]
+            inputs.append(
+                keras.Input(
+                    tuple(tensor.shape[1:]),
+                    dtype=keras.backend.standardize_dtype(tensor.dtype),
+                    name=cache_input_name(i, part),
+                )
+            )
+    step = _CachedStep(causal_lm, name="cached_step")
+    model = keras.Model(inputs, step(*inputs), name="causal_lm_step")
+    return export_litert(
+        model, filepath, quantization=quantization, verbose=verbose
+    )

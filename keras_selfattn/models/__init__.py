@@ -21,6 +21,9 @@ from keras_selfattn.models.classifier import (
 from keras_selfattn.models.generation import beam_search as beam_search
 from keras_selfattn.models.generation import greedy_search as greedy_search
 from keras_selfattn.models.samplers import BeamSampler as BeamSampler
+from keras_selfattn.models.samplers import (
+    ConfigurableSampler as ConfigurableSampler,
+)
 from keras_selfattn.models.samplers import GreedySampler as GreedySampler
 from keras_selfattn.models.samplers import RandomSampler as RandomSampler
 from keras_selfattn.models.samplers import Sampler as Sampler
@@ -62,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BeamSampler",
     "CausalLM",
+    "ConfigurableSampler",
     "GreedySampler",
     "RandomSampler",
     "Sampler",

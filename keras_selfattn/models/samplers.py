@@ -23,7 +23,9 @@ temperature and the `no_repeat_ngram_size` ban to the logits, then chooses:
 `GreedySampler` the most likely token, `RandomSampler` a draw from the
 softmax, `TopKSampler` a draw among the `k` most likely, `TopPSampler` a
 draw from the nucleus, `BeamSampler` the best beam (`beam_search`, with the
-GNMT length penalty).
+GNMT length penalty). `ConfigurableSampler` applies temperature, top-k and
+top-p in one pass with options that may be tensors, one per row (a served
+model's options, which arrive with each request).
 
 Random draws are stateless: token `t` of row `b` is drawn with the
 Gumbel-max trick from a counter-based hash of `(seed, t, b, token)` in
@@ -77,13 +79,18 @@ def _fmix32(x):
 
 def _uniform(seed, step, shape):
     """Stateless uniform floats in (0, 1) of a static-width `shape`
-    `(rows, width)`, a function of the int seed, the int step and the
-    position only (the same on every backend)."""
+    `(rows, width)`, a function of the int seed (a scalar, or one per row
+    `(rows,)`), the int step and the position only (the same on every
+    backend)."""
     rows, width = shape
     golden = ops.convert_to_tensor(_int32(0x9E3779B9), "int32")
+    seed = ops.cast(seed, "int32")
+    if len(seed.shape) == 1:
+        # One seed per row: the key broadcasts over the row's width, so a
+        # row draws what a scalar seed of the same value draws.
+        seed = seed[:, None]  # (rows, 1)
     key = _fmix32(
-        ops.cast(seed, "int32") * golden
-        + _fmix32(ops.cast(step, "int32") + _int32(0x7F4A7C15))
+        seed * golden + _fmix32(ops.cast(step, "int32") + _int32(0x7F4A7C15))
     )
     counter = ops.arange(rows, dtype="int32")[:, None] * width + ops.arange(
         width, dtype="int32"
@@ -128,6 +135,16 @@ def _check_seed(seed):
         # The hash holds the seed in an int32.
         raise _validation.invalid("seed", "an integer in [0, 2**31 - 1]", seed)
     return seed
+
+
+def _per_row(value, dtype):
+    """A sampling option as something that broadcasts against `(rows,
+    vocab_size)`: a number or scalar tensor as is, a `(rows,)` tensor as a
+    column `(rows, 1)`."""
+    if not ops.is_tensor(value):
+        return value
+    value = ops.cast(value, dtype)
+    return value[:, None] if len(value.shape) == 1 else value
 
 
 def _prompt_and_mask(prompt, prompt_mask):
@@ -232,6 +249,9 @@ class Sampler:
 
     # Whether `select` draws random numbers (and so needs a seed).
     stochastic = False
+    # The most new tokens of each row, below the call's `max_new_tokens`:
+    # `None` (the call's), or an int tensor, scalar or `(batch_size,)`.
+    token_limit = None
 
     def __init__(
         self, temperature=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0
@@ -260,8 +280,8 @@ class Sampler:
                 logits * self.repetition_penalty,
             )
             logits = ops.where(seen, penalized, logits)
-        if self.temperature != 1.0:
-            logits = logits / self.temperature
+        if ops.is_tensor(self.temperature) or self.temperature != 1.0:
+            logits = logits / _per_row(self.temperature, "float32")
         if self.no_repeat_ngram_size:
             banned = generation.repeated_ngram_mask(
                 tokens, index, self.no_repeat_ngram_size, vocab_size
@@ -333,6 +353,9 @@ class Sampler:
         )  # (B, P + N)
         finished = ops.zeros((batch_size,), dtype="bool")
         stop_ids = ops.convert_to_tensor(stop or [0], dtype="int32")
+        limit = self.token_limit
+        if limit is not None:
+            limit = ops.cast(limit, "int32")
 
         def cond(step, tokens, valid, finished, state):
             return ops.logical_and(
@@ -356,6 +379,11 @@ class Sampler:
                     ops.equal(chosen[:, None], stop_ids[None, :]), axis=-1
                 )
                 finished = ops.logical_or(finished, hit)
+            if limit is not None:
+                # A row that has its `limit` tokens is done.
+                finished = ops.logical_or(
+                    finished, ops.greater_equal(step + 1, limit)
+                )
             return step + 1, tokens, valid, finished, state
 
         _, tokens, _, _, _ = ops.while_loop(
@@ -530,6 +558,28 @@ def _keep_top_k(logits, k):
     return ops.where(ops.greater(keep, 0.0), logits, _NEG_INF)
 
 
+def _keep_top_p(logits, p, off=None):
+    """`logits` with the tokens outside the nucleus of mass `p` (a number
+    or a `(rows, 1)` tensor) at `-1e9`; rows where `off` (bool `(rows, 1)`)
+    holds keep every token."""
+    vocab_size = logits.shape[-1]
+    probs = ops.softmax(logits, axis=-1)  # (rows, V) float32
+    sorted_probs, _ = ops.top_k(probs, vocab_size)  # descending
+    # Mass strictly before each sorted token: the first is always kept.
+    before = ops.cumsum(sorted_probs, axis=-1) - sorted_probs
+    keep_sorted = ops.less(before, p)  # (rows, V), sorted order
+    if off is not None:
+        keep_sorted = ops.logical_or(keep_sorted, off)
+    # The nucleus is every token at least as likely as its least likely
+    # member: one threshold per row instead of a second sort to carry the
+    # sorted mask back to vocabulary order (a token tied with that member
+    # joins it, as no order between equals is meaningful).
+    threshold = ops.min(
+        ops.where(keep_sorted, sorted_probs, 2.0), axis=-1, keepdims=True
+    )  # (rows, 1)
+    return ops.where(ops.greater_equal(probs, threshold), logits, _NEG_INF)
+
+
 @keras.saving.register_keras_serializable(package="keras_selfattn")
 class TopPSampler(RandomSampler):
     """A draw from the nucleus (Holtzman et al., 2020): the smallest set of
@@ -590,23 +640,147 @@ class TopPSampler(RandomSampler):
     def filter_logits(self, logits):
         if self.k is not None:
             logits = _keep_top_k(logits, self.k)
-        vocab_size = logits.shape[-1]
-        probs = ops.softmax(logits, axis=-1)  # (rows, V) float32
-        sorted_probs, _ = ops.top_k(probs, vocab_size)  # descending
-        # Mass strictly before each sorted token: the first is always kept.
-        before = ops.cumsum(sorted_probs, axis=-1) - sorted_probs
-        keep_sorted = ops.less(before, self.p)  # (rows, V), sorted order
-        # The nucleus is every token at least as likely as its least likely
-        # member: one threshold per row instead of a second sort to carry
-        # the sorted mask back to vocabulary order (a token tied with that
-        # member joins it, as no order between equals is meaningful).
-        threshold = ops.min(
-            ops.where(keep_sorted, sorted_probs, 2.0), axis=-1, keepdims=True
-        )  # (rows, 1)
-        return ops.where(ops.greater_equal(probs, threshold), logits, _NEG_INF)
+        return _keep_top_p(logits, self.p)
 
     def get_config(self):
         return {"p": self.p, "k": self.k, **super().get_config()}
+
+
+def _option(name, value, check):
+    """A sampling option: a tensor as is (checked by whoever made it), a
+    number through `check`."""
+    if ops.is_tensor(value):
+        return value
+    return check(name, value)
+
+
+def _top_p(name, value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0.0 < value <= 1.0
+    ):
+        raise _validation.invalid(name, "a float in (0, 1]", value)
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_selfattn")
+class ConfigurableSampler(RandomSampler):
+    """Temperature, top-k and top-p in one sampler, each a number or a
+    tensor: one value per request, or one per row.
+
+    The sampler of a served model, whose options arrive with each request
+    (`keras_selfattn.export.export_causal_lm`): every option may be a
+    Python number (checked here) or an int/float tensor, scalar or
+    `(batch_size,)`, made inside a traced function (checked by its maker;
+    such a sampler is for that trace, not for `get_config`). A draw keeps
+    the `k` most likely tokens (all when `k=0`), then the nucleus of mass
+    `p` among them (all when `p=1`), and draws from what is left, after
+    the temperature. With numbers it draws what `TopKSampler` or
+    `TopPSampler` draws from the same seed (but a token tied with the
+    `k`-th most likely stays a candidate here, where `TopKSampler` keeps
+    the lower id); `k=1` is greedy decoding.
+
+    Args:
+        temperature: float > 0, or a float tensor. Defaults to `1.0`.
+        k: int >= 0, or an int tensor, the candidates kept by top-k
+            (`0`: off). Defaults to `0`.
+        p: float in (0, 1], or a float tensor, the nucleus mass (`1`:
+            off). Defaults to `1.0`.
+        token_limit: int >= 1, an int tensor, or `None`: each row stops
+            after this many new tokens (`pad_id` after them), at most the
+            call's `max_new_tokens`, which stays the static size of the
+            output. Defaults to `None` (the call's).
+        repetition_penalty: float > 0. Defaults to `1.0` (off).
+        no_repeat_ngram_size: int >= 0. Defaults to `0` (off).
+
+    Returns:
+        Called, int32 `(batch_size, max_new_tokens)` (see `Sampler`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> from keras_selfattn.models import ConfigurableSampler, TopPSampler
+    >>> logits = np.log([[0.05, 0.5, 0.05, 0.4]] * 2)
+    >>> def step_fn(tokens, index, state):
+    ...     return ops.convert_to_tensor(logits, "float32"), state
+    >>> nucleus = ConfigurableSampler(p=0.8)(step_fn, (), [[0], [0]], 9,
+    ...                                      seed=1)
+    >>> same = TopPSampler(p=0.8)(step_fn, (), [[0], [0]], 9, seed=1)
+    >>> bool(ops.all(nucleus == same))
+    True
+    >>> # Per row: greedy for row 0, three tokens for row 1.
+    >>> rows = ConfigurableSampler(k=ops.array([1, 0]),
+    ...                            token_limit=ops.array([9, 3]))
+    >>> out = ops.convert_to_numpy(rows(step_fn, (), [[0], [0]], 9, seed=1))
+    >>> out[0].tolist(), out[1, 3:].tolist()
+    ([1, 1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0])
+    """
+
+    def __init__(
+        self,
+        temperature=1.0,
+        k=0,
+        p=1.0,
+        token_limit=None,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+    ):
+        super().__init__(1.0, repetition_penalty, no_repeat_ngram_size)
+        self.temperature = _option(
+            "temperature",
+            temperature,
+            lambda name, v: _validation.positive_float(name, v, finite=True),
+        )
+        self.k = _option("k", k, _validation.non_negative_int)
+        self.p = _option("p", p, _top_p)
+        if token_limit is not None:
+            token_limit = _option(
+                "token_limit", token_limit, _validation.positive_int
+            )
+        self.token_limit = token_limit
+
+    def filter_logits(self, logits):
+        k = self.k
+        if ops.is_tensor(k) or k > 0:
+            vocab_size = logits.shape[-1]
+            k = _per_row(ops.convert_to_tensor(k, "int32"), "int32")
+            sorted_logits, _ = ops.top_k(logits, vocab_size)  # descending
+            # The k-th largest logit of each row (k = 0: off, any index).
+            kth = ops.clip(k - 1, 0, vocab_size - 1)
+            kth = ops.take_along_axis(
+                sorted_logits,
+                ops.broadcast_to(kth, (ops.shape(logits)[0], 1)),
+                axis=-1,
+            )  # (rows, 1)
+            keep = ops.logical_or(
+                ops.less_equal(k, 0), ops.greater_equal(logits, kth)
+            )
+            logits = ops.where(keep, logits, _NEG_INF)
+        p = self.p
+        if ops.is_tensor(p):
+            p = _per_row(p, "float32")
+            return _keep_top_p(logits, p, off=ops.greater_equal(p, 1.0))
+        if p < 1.0:
+            return _keep_top_p(logits, p)
+        return logits
+
+    def get_config(self):
+        if any(
+            ops.is_tensor(v)
+            for v in (self.temperature, self.k, self.p, self.token_limit)
+        ):
+            raise TypeError(
+                "A ConfigurableSampler with tensor options has no config: "
+                "it lives in the trace that made its tensors."
+            )
+        return {
+            "k": self.k,
+            "p": self.p,
+            "token_limit": self.token_limit,
+            **super().get_config(),
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_selfattn")
@@ -743,6 +917,7 @@ _NAMES = {
     "top_k": TopKSampler,
     "top_p": TopPSampler,
     "beam": BeamSampler,
+    "configurable": ConfigurableSampler,
 }
 
 
@@ -751,8 +926,9 @@ def get(identifier):
 
     Args:
         identifier: a `Sampler` (returned as is), one of `"greedy"`,
-            `"random"`, `"top_k"`, `"top_p"`, `"beam"` (with default
-            options), or a dict `{"class_name": ..., "config": {...}}` from
+            `"random"`, `"top_k"`, `"top_p"`, `"beam"`, `"configurable"`
+            (with default options), or a dict `{"class_name": ...,
+            "config": {...}}` from
             `keras.saving.serialize_keras_object(sampler)`.
 
     Returns:

@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_selfattn.models import BeamSampler
+from keras_selfattn.models import ConfigurableSampler
 from keras_selfattn.models import GreedySampler
 from keras_selfattn.models import RandomSampler
 from keras_selfattn.models import TopKSampler
@@ -351,6 +352,7 @@ JAX_SCRIPT = """
 import json
 import numpy as np
 from keras import ops
+from keras_selfattn.models import ConfigurableSampler
 from keras_selfattn.models import GreedySampler, TopPSampler
 logits = np.random.default_rng(0).normal(size=(7, 16, 7)).astype("float32")
 table = ops.convert_to_tensor(logits)
@@ -359,7 +361,13 @@ def step(tokens, index, state):
 prompt = np.array([[1, 2], [3, 4]], "int32")
 greedy = GreedySampler()(step, (), prompt, 8)
 top_p = TopPSampler(p=0.8)(step, (), prompt, 8, seed=5)
-out = [ops.convert_to_numpy(x).tolist() for x in (greedy, top_p)]
+per_row = ConfigurableSampler(
+    temperature=ops.convert_to_tensor([0.7, 1.3]),
+    k=ops.convert_to_tensor([3, 0], "int32"),
+    p=ops.convert_to_tensor([1.0, 0.6]),
+    token_limit=ops.convert_to_tensor([8, 5], "int32"),
+)(step, (), prompt, 8, seed=ops.convert_to_tensor([5, 9], "int32"))
+out = [ops.convert_to_numpy(x).tolist() for x in (greedy, top_p, per_row)]
 print(json.dumps(out))
 """
 
@@ -392,3 +400,101 @@ def test_a_seed_beyond_int32_is_refused():
     # The largest allowed seed works.
     out = samplers.RandomSampler()(step, (), [[1]], 2, seed=2**31 - 1)
     assert tuple(out.shape) == (1, 2)
+
+
+# ConfigurableSampler: the options a served model takes per request.
+
+
+@pytest.mark.parametrize(
+    "configurable, reference",
+    [
+        (ConfigurableSampler(k=3), TopKSampler(k=3)),
+        (ConfigurableSampler(p=0.6), TopPSampler(p=0.6)),
+        (ConfigurableSampler(k=4, p=0.7), TopPSampler(p=0.7, k=4)),
+        (ConfigurableSampler(temperature=0.5), RandomSampler(0.5)),
+        (ConfigurableSampler(k=1), GreedySampler()),
+    ],
+    ids=["top_k", "top_p", "top_k_top_p", "temperature", "greedy"],
+)
+def test_configurable_draws_what_the_fixed_samplers_draw(
+    configurable, reference
+):
+    step = table_step(seed=2, scale=1.5)  # no ties among the logits
+    prompt = np.array([[1, 2], [3, 4], [0, 5]], "int32")
+    expected = _np(reference(step, (), prompt, 12, seed=7))
+    np.testing.assert_array_equal(
+        _np(configurable(step, (), prompt, 12, seed=7)), expected
+    )
+
+
+def test_configurable_options_per_row_equal_the_scalar_options():
+    step = table_step(seed=3, scale=1.0)
+    prompt = np.array([[1, 2], [3, 4], [5, 6]], "int32")
+    rows = [
+        {"temperature": 0.7, "k": 0, "p": 0.8, "seed": 5, "limit": 12},
+        {"temperature": 1.3, "k": 3, "p": 1.0, "seed": 9, "limit": 4},
+        {"temperature": 1.0, "k": 1, "p": 0.5, "seed": 5, "limit": 1},
+    ]
+
+    def column(key, dtype):
+        return tf.constant([r[key] for r in rows], dtype)
+
+    sampler = ConfigurableSampler(
+        temperature=column("temperature", tf.float32),
+        k=column("k", tf.int32),
+        p=column("p", tf.float32),
+        token_limit=column("limit", tf.int32),
+    )
+    traced = tf.function(
+        lambda seed: sampler(step, (), prompt, 12, seed=seed, pad_id=0)
+    )
+    together = _np(traced(column("seed", tf.int32)))
+    for i, r in enumerate(rows):
+        # The batch with row i's options everywhere (a row's draws depend
+        # on its index in the batch, so the batch stays the same).
+        scalar = ConfigurableSampler(r["temperature"], r["k"], r["p"])(
+            step, (), prompt, 12, seed=r["seed"]
+        )
+        expected = _np(scalar)[i].copy()
+        expected[r["limit"] :] = 0  # pad_id after the row's limit
+        np.testing.assert_array_equal(together[i], expected)
+    # A scalar seed is the same as that seed on every row.
+    np.testing.assert_array_equal(
+        _np(traced(tf.constant(5)))[[0, 2]], together[[0, 2]]
+    )
+
+
+def test_configurable_token_limit_ends_the_loop_early():
+    steps = []
+
+    def step(tokens, index, state):
+        steps.append(index)  # eagerly, once per loop iteration
+        return ops.zeros((2, 5)), state
+
+    out = _np(ConfigurableSampler(token_limit=3)(step, (), [[1], [1]], 10))
+    assert out.shape == (2, 10) and out[:, 3:].max() == 0
+    assert len(steps) == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"temperature": 0.0}, "temperature"),
+        ({"k": -1}, "k"),
+        ({"p": 0.0}, "p"),
+        ({"p": 1.5}, "p"),
+        ({"token_limit": 0}, "token_limit"),
+    ],
+)
+def test_configurable_invalid_numbers_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=f"argument `{name}`"):
+        ConfigurableSampler(**kwargs)
+
+
+def test_configurable_serializes_numbers_only():
+    sampler = ConfigurableSampler(temperature=0.8, k=5, p=0.9)
+    again = samplers.get(keras.saving.serialize_keras_object(sampler))
+    assert isinstance(again, ConfigurableSampler)
+    assert (again.temperature, again.k, again.p) == (0.8, 5, 0.9)
+    with pytest.raises(TypeError, match="tensor options"):
+        ConfigurableSampler(k=tf.constant(3)).get_config()
