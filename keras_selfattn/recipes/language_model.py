@@ -159,6 +159,8 @@ def read_language_model_data(
     limits = {
         "train": options.max_train_rows,
         "validation": options.max_validation_rows,
+        # Only the first test rows are scored and prompt the samples.
+        "test": options.max_eval_rows,
     }
     splits = {}
     for split in SPLITS:

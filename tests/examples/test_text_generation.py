@@ -281,6 +281,8 @@ def test_on_a_slice_of_imdb(shared_data, tmp_path, monkeypatch):
             "20",
             "--vocabulary-size",
             "400",
+            "--vocabulary-rows",
+            "100",
             "--sequence-length",
             "32",
             "--hidden-dim",

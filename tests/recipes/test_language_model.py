@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_selfattn.models import CausalLM
+from keras_selfattn.models import next_token_batch
 from keras_selfattn.recipes import LanguageModelData
 from keras_selfattn.recipes import LanguageModelOptions
 from keras_selfattn.recipes import add_language_model_arguments
+from keras_selfattn.recipes import build_language_model
 from keras_selfattn.recipes import evaluate_perplexity
 from keras_selfattn.recipes import train_language_model
 from keras_selfattn.text import WordPieceTokenizer
@@ -62,9 +63,10 @@ def _exact_perplexity(model, windows):
 
 
 def test_perplexity_is_exact_over_real_tokens_whatever_the_batches():
-    model = CausalLM(
-        vocab_size=8, num_layers=1, hidden_dim=8, num_heads=2, ff_dim=16
+    options = LanguageModelOptions(
+        num_layers=1, hidden_dim=8, num_heads=2, ff_dim=16
     )
+    model = build_language_model(8, options, total_steps=1)
     # Two full windows, then three short ones: the batches of 2 hold 8, 4
     # and 1 real targets.
     windows = np.array(
@@ -82,6 +84,13 @@ def test_perplexity_is_exact_over_real_tokens_whatever_the_batches():
         assert scores["tokens"] == count == 13
         assert scores["perplexity"] == pytest.approx(expected, rel=1e-5)
         assert scores["loss"] == pytest.approx(np.log(expected), rel=1e-5)
+    # The training loss ignores padding too: on one batch it is the mean
+    # over the real target tokens.
+    inputs, targets, weights = next_token_batch(windows)
+    loss = model.evaluate(
+        inputs, targets, sample_weight=weights, batch_size=5, verbose=0
+    )
+    assert loss == pytest.approx(np.log(expected), rel=1e-5)
     # A mean of per-batch means would differ: the check above can fail.
     batch_means = []
     for start in range(0, 5, 2):
