@@ -2,9 +2,11 @@
 
 Each option of a recipe has its default in one place: a field of
 `TrainingOptions` (how `fit` runs) or of `Seq2SeqOptions` (the seq2seq
-recipe: data, vocabularies, model, training and decoding). The flags that
-`add_training_arguments` and `add_seq2seq_arguments` add take their
-defaults from those fields; an example overrides a default by naming it
+recipe: data, vocabularies, model, training and decoding) or of
+`LanguageModelOptions` (the language-model recipe). The flags that
+`add_training_arguments`, `add_seq2seq_arguments` and
+`add_language_model_arguments` add take their defaults from those
+fields; an example overrides a default by naming it
 (`add_training_arguments(parser, epochs=3)`), once, in its own file. The
 flags are named like the fields, so `vars(parser.parse_args())` holds
 keyword arguments of the recipe. `require_modules` checks the optional
@@ -22,10 +24,15 @@ from keras_selfattn.recipes.fitting import STRATEGIES
 # What `pip install` brings every example's optional dependencies.
 EXAMPLES_INSTALL = 'pip install "keras-selfattn[examples]"'
 DECODINGS = ("greedy", "beam")
+# The random samplers the language-model recipe draws its samples with (a
+# greedy continuation is always printed too).
+LM_SAMPLERS = ("top_p", "top_k", "random")
 
 __all__ = [
+    "LanguageModelOptions",
     "Seq2SeqOptions",
     "TrainingOptions",
+    "add_language_model_arguments",
     "add_seq2seq_arguments",
     "add_training_arguments",
     "require_modules",
@@ -233,6 +240,147 @@ class Seq2SeqOptions(TrainingOptions):
             )
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LanguageModelOptions(TrainingOptions):
+    """The language-model recipe's options (`train_language_model`),
+    training included.
+
+    The fields of `TrainingOptions`, then these.
+
+    Args:
+        name: str, the model's name and the `.keras` file's stem. Defaults
+            to `"language_model"`.
+        text_column: str, the text column (TSV header or JSON key).
+            Defaults to `"text"`.
+        max_train_rows: int or `None`, read at most this many training
+            rows. Defaults to `None` (all).
+        max_validation_rows: int or `None`, likewise for validation.
+            Defaults to `None`.
+        max_eval_rows: int or `None`, measure the perplexity on the first
+            rows of the test split only. Defaults to `None` (all).
+        vocabulary_size: int, the most WordPiece tokens. Defaults to
+            `8000`.
+        vocabulary_rows: int or `None`, learn the vocabulary from the
+            first training rows only (the learner is slow: minutes for a
+            few thousand reviews on 2 cores). Defaults to `None` (all).
+        lower_case: bool, lower-case the text (and so the generated text).
+            Defaults to `False`.
+        sequence_length: int, the tokens a training window predicts:
+            documents are cut into windows of `sequence_length + 1` tokens
+            that overlap by one, so every token but a document's first is
+            a target exactly once. Defaults to `128`.
+        steps_per_epoch: int or `None`, the optimizer steps between two
+            backups, validations and TensorBoard points (the training
+            windows repeat, reshuffled). Defaults to `None`: one pass over
+            the windows.
+        num_layers: int, as in `CausalLM`. Defaults to `2`.
+        hidden_dim: int, as in `CausalLM`. Defaults to `128`.
+        num_heads: int, as in `CausalLM`. Defaults to `4`.
+        ff_dim: int, as in `CausalLM`. Defaults to `512`.
+        dropout: float, as in `CausalLM`. Defaults to `0.1`.
+        sampler: `"top_p"`, `"top_k"` or `"random"`: the random sampler of
+            the sample continuations (a greedy one is made too), seeded
+            with `seed`. Defaults to `"top_p"`.
+        top_p: float in (0, 1], the nucleus of `"top_p"`. Defaults to
+            `0.9`.
+        top_k: int, the candidates of `"top_k"`. Defaults to `40`.
+        temperature: float > 0, of the random sampler. Defaults to `1.0`.
+        prompts: tuple of str, the prompts to continue. Defaults to `()`:
+            the first `prompt_words` words of the first `num_samples` test
+            rows.
+        num_samples: int, test rows to take prompts from. Defaults to `3`.
+        prompt_words: int, the words of a test row that make its prompt.
+            Defaults to `8`.
+        max_new_tokens: int, the most tokens a continuation adds. Defaults
+            to `40`.
+
+    Example:
+
+    >>> from keras_selfattn.recipes import LanguageModelOptions
+    >>> options = LanguageModelOptions(hidden_dim=64, sampler="top_k")
+    >>> options.hidden_dim, options.num_layers, options.lower_case
+    (64, 2, False)
+    >>> try:
+    ...     LanguageModelOptions(top_p=1.5)
+    ... except ValueError as error:
+    ...     print(error)
+    Received an invalid value for argument `top_p`, expected a float in
+    (0, 1]. Received: top_p=1.5
+    """
+
+    name: str = "language_model"
+    text_column: str = "text"
+    max_train_rows: int | None = None
+    max_validation_rows: int | None = None
+    max_eval_rows: int | None = None
+    vocabulary_size: int = 8000
+    vocabulary_rows: int | None = None
+    lower_case: bool = False
+    sequence_length: int = 128
+    steps_per_epoch: int | None = None
+    num_layers: int = 2
+    hidden_dim: int = 128
+    num_heads: int = 4
+    ff_dim: int = 512
+    dropout: float = 0.1
+    sampler: str = "top_p"
+    top_p: float = 0.9
+    top_k: int = 40
+    temperature: float = 1.0
+    prompts: tuple = ()
+    num_samples: int = 3
+    prompt_words: int = 8
+    max_new_tokens: int = 40
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.name, str) or not self.name:
+            raise _validation.invalid("name", "a non-empty string", self.name)
+        if not isinstance(self.text_column, str) or not self.text_column:
+            raise _validation.invalid(
+                "text_column", "a non-empty string", self.text_column
+            )
+        for name in (
+            "max_train_rows",
+            "max_validation_rows",
+            "max_eval_rows",
+            "vocabulary_rows",
+            "steps_per_epoch",
+        ):
+            _validation.positive_int(name, getattr(self, name), allow_none=True)
+        for name in (
+            "vocabulary_size",
+            "sequence_length",
+            "num_layers",
+            "hidden_dim",
+            "num_heads",
+            "ff_dim",
+            "top_k",
+            "prompt_words",
+            "max_new_tokens",
+        ):
+            _validation.positive_int(name, getattr(self, name))
+        _validation.boolean("lower_case", self.lower_case)
+        _validation.rate("dropout", self.dropout)
+        _validation.one_of("sampler", self.sampler, LM_SAMPLERS)
+        if (
+            isinstance(self.top_p, bool)
+            or not isinstance(self.top_p, (int, float))
+            or not 0.0 < self.top_p <= 1.0
+        ):
+            raise _validation.invalid("top_p", "a float in (0, 1]", self.top_p)
+        _validation.positive_float("temperature", self.temperature, finite=True)
+        if isinstance(self.prompts, str) or not all(
+            isinstance(p, str) for p in self.prompts
+        ):
+            raise _validation.invalid(
+                "prompts", "a sequence of strings", self.prompts
+            )
+        # Frozen: a list given (e.g. by argparse) is stored as a tuple.
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        _validation.non_negative_int("num_samples", self.num_samples)
+
+
 def _defaults(options_class, overrides):
     """The field defaults of `options_class`, with `overrides` (checked by
     making the options, so a bad default fails when the parser is built)."""
@@ -245,6 +393,20 @@ def _defaults(options_class, overrides):
         )
     options_class(**overrides)
     return {**fields, **overrides}
+
+
+def _flag_adder(default):
+    """`flag(group, name, **kwargs)`: adds `--name-with-dashes` for the field
+    `name_with_dashes`, its default from `default` (a bool field becomes
+    `--name`/`--no-name`)."""
+
+    def flag(group, name, **kwargs):
+        dashed = "--" + name.replace("_", "-")
+        if isinstance(default[name], bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        group.add_argument(dashed, default=default[name], **kwargs)
+
+    return flag
 
 
 def add_training_arguments(parser, **defaults):
@@ -372,15 +534,7 @@ def add_seq2seq_arguments(parser, **defaults):
     >>> args.decoding, args.no_repeat_ngram_size, args.beam_width
     ('beam', 0, 4)
     """
-    default = _defaults(Seq2SeqOptions, defaults)
-
-    def flag(group, name, **kwargs):
-        # `--name-with-dashes` for the field `name_with_dashes`.
-        dashed = "--" + name.replace("_", "-")
-        if isinstance(default[name], bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        group.add_argument(dashed, default=default[name], **kwargs)
-
+    flag = _flag_adder(_defaults(Seq2SeqOptions, defaults))
     data = parser.add_argument_group("data")
     flag(data, "source_column", help="TSV header name or JSON key")
     flag(data, "target_column")
@@ -424,6 +578,110 @@ def add_seq2seq_arguments(parser, **defaults):
         help="never generate the same n-gram twice in an output (0: off)",
     )
     return {"data": data, "model": model, "decoding": decoding}
+
+
+def add_language_model_arguments(parser, **defaults):
+    """Add the language-model recipe's data, model and sampling flags.
+
+    Three argument groups, named like `LanguageModelOptions`' fields.
+    `data`: `--text-column`, `--max-train-rows`, `--max-validation-rows`,
+    `--max-eval-rows`. `model`: `--vocabulary-size`, `--vocabulary-rows`,
+    `--lower-case`,
+    `--sequence-length`, `--steps-per-epoch`, `--num-layers`,
+    `--hidden-dim`, `--num-heads`, `--ff-dim`, `--dropout`. `sampling`:
+    `--sampler {top_p,top_k,random}`, `--top-p`, `--top-k`,
+    `--temperature`, `--prompt` (repeat it for several prompts; stored as
+    `prompts`), `--num-samples`, `--prompt-words`, `--max-new-tokens`. The
+    training flags come from `add_training_arguments`.
+
+    Args:
+        parser: an `argparse.ArgumentParser`.
+        **defaults: the example's own defaults, by `LanguageModelOptions`
+            field name (e.g. `sequence_length=64`); the others are the
+            fields' defaults.
+
+    Returns:
+        dict, the `"data"`, `"model"` and `"sampling"` argument groups, to
+        add more flags to.
+
+    Raises:
+        TypeError: a default names no `LanguageModelOptions` field.
+
+    Example:
+
+    >>> import argparse
+    >>> from keras_selfattn.recipes import add_language_model_arguments
+    >>> parser = argparse.ArgumentParser()
+    >>> groups = add_language_model_arguments(parser, sequence_length=64)
+    >>> args = parser.parse_args(["--prompt", "The film", "--prompt", "I",
+    ...                           "--lower-case", "--top-p", "0.8"])
+    >>> args.prompts, args.sequence_length, args.lower_case, args.top_p
+    (['The film', 'I'], 64, True, 0.8)
+    >>> parser.parse_args([]).prompts
+    []
+    """
+    default = _defaults(LanguageModelOptions, defaults)
+    flag = _flag_adder(default)
+    data = parser.add_argument_group("data")
+    flag(data, "text_column", help="TSV header name or JSON key")
+    flag(data, "max_train_rows", type=int)
+    flag(data, "max_validation_rows", type=int)
+    flag(
+        data,
+        "max_eval_rows",
+        type=int,
+        help="measure the perplexity on the first rows of the test split",
+    )
+    model = parser.add_argument_group("model")
+    flag(model, "vocabulary_size", type=int)
+    flag(
+        model,
+        "vocabulary_rows",
+        type=int,
+        help="learn the vocabulary from the first training rows only",
+    )
+    flag(model, "lower_case", help="lower-case the text (and the samples)")
+    flag(
+        model,
+        "sequence_length",
+        type=int,
+        help="tokens per training window (documents are cut into windows)",
+    )
+    flag(
+        model,
+        "steps_per_epoch",
+        type=int,
+        help="steps between backups, validations and TensorBoard points "
+        "(default: one pass over the training windows)",
+    )
+    flag(model, "num_layers", type=int)
+    flag(model, "hidden_dim", type=int)
+    flag(model, "num_heads", type=int)
+    flag(model, "ff_dim", type=int)
+    flag(model, "dropout", type=float)
+    sampling = parser.add_argument_group("sampling")
+    flag(
+        sampling,
+        "sampler",
+        choices=LM_SAMPLERS,
+        help="the random sampler of the samples (a greedy one is made too)",
+    )
+    flag(sampling, "top_p", type=float)
+    flag(sampling, "top_k", type=int)
+    flag(sampling, "temperature", type=float)
+    sampling.add_argument(
+        "--prompt",
+        dest="prompts",
+        action="append",
+        # A list: argparse appends to a copy of it.
+        default=list(default["prompts"]),
+        help="a prompt to continue (repeat the flag for more); default: "
+        "the first --prompt-words words of --num-samples test rows",
+    )
+    flag(sampling, "num_samples", type=int)
+    flag(sampling, "prompt_words", type=int)
+    flag(sampling, "max_new_tokens", type=int)
+    return {"data": data, "model": model, "sampling": sampling}
 
 
 def require_modules(modules, install=EXAMPLES_INSTALL):

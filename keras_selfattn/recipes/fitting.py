@@ -173,6 +173,7 @@ def fit_resumable(
     time_budget_minutes=None,
     callbacks=(),
     verbose=1,
+    steps_per_epoch=None,
 ):
     """`model.fit` that survives an interruption, with a step cap and budget.
 
@@ -199,6 +200,10 @@ def fit_resumable(
             time in this call. Defaults to `None`.
         callbacks: more Keras callbacks. Defaults to `()`.
         verbose: 0, 1 or 2, `fit`'s verbosity. Defaults to `1`.
+        steps_per_epoch: int or `None`, as in `fit`: an epoch of this many
+            steps on a repeated dataset, so backups, validations and
+            TensorBoard points come every `steps_per_epoch` steps. Defaults
+            to `None` (one pass over `train_data`).
 
     Returns:
         A tuple `(history, record)`: the `keras.callbacks.History`, and a
@@ -226,6 +231,9 @@ def fit_resumable(
     (2, [0], False)
     """
     epochs = _validation.positive_int("epochs", epochs)
+    steps_per_epoch = _validation.positive_int(
+        "steps_per_epoch", steps_per_epoch, allow_none=True
+    )
     os.makedirs(output_dir, exist_ok=True)
     fit_callbacks = [
         keras.callbacks.BackupAndRestore(
@@ -244,6 +252,7 @@ def fit_resumable(
         train_data,
         validation_data=validation_data,
         epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
         callbacks=fit_callbacks + list(callbacks),
         # `shuffle` applies to arrays only; datasets come shuffled, seeded.
         shuffle=False,

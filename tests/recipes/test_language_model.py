@@ -1,0 +1,141 @@
+"""The language-model recipe's steps: windows, exact perplexity, options.
+
+The whole pipeline runs in `train_language_model`'s docstring example and,
+on a learnable toy grammar, in `tests/examples/test_text_generation.py`.
+"""
+
+import argparse
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_selfattn.models import next_token_batch
+from keras_selfattn.recipes import LanguageModelData
+from keras_selfattn.recipes import LanguageModelOptions
+from keras_selfattn.recipes import add_language_model_arguments
+from keras_selfattn.recipes import build_language_model
+from keras_selfattn.recipes import evaluate_perplexity
+from keras_selfattn.recipes import train_language_model
+from keras_selfattn.text import WordPieceTokenizer
+
+VOCABULARY = ["[PAD]", "[UNK]", "[START]", "[END]", "a", "b", "c", "d"]
+
+
+def _data(texts):
+    tokenizer = WordPieceTokenizer(
+        VOCABULARY, add_start_token=True, add_end_token=True
+    )
+    return LanguageModelData(
+        splits={"train": texts, "validation": [], "test": texts},
+        tokenizer=tokenizer,
+    )
+
+
+def test_windows_overlap_by_one_so_every_token_is_a_target_once():
+    data = _data(["a b c d a b c", "d", ""])
+    windows = data.windows("train", sequence_length=3)
+    # [START] a b c d a b c [END]: 9 ids, 8 targets -> 3 windows of 4 ids.
+    assert windows.tolist() == [
+        [2, 4, 5, 6],
+        [6, 7, 4, 5],
+        [5, 6, 3, 0],
+        [2, 7, 3, 0],  # "d"
+        [2, 3, 0, 0],  # "": the end token follows the start token
+    ]
+    targets = windows[:, 1:]
+    assert int(np.count_nonzero(targets)) == 8 + 2 + 1
+    assert data.windows("train", 3, limit=1).shape == (3, 4)
+
+
+def _exact_perplexity(model, windows):
+    """exp(mean NLL over the real targets), token by token, in NumPy."""
+    total, count = 0.0, 0
+    for row in windows:
+        logits = ops.convert_to_numpy(model(row[None, :-1]))[0]  # (T, V)
+        logits = logits.astype("float64")
+        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        for t, target in enumerate(row[1:]):
+            if target != 0:
+                total -= log_probs[t, target]
+                count += 1
+    return np.exp(total / count), count
+
+
+def test_perplexity_is_exact_over_real_tokens_whatever_the_batches():
+    options = LanguageModelOptions(
+        num_layers=1, hidden_dim=8, num_heads=2, ff_dim=16
+    )
+    model = build_language_model(8, options, total_steps=1)
+    # Two full windows, then three short ones: the batches of 2 hold 8, 4
+    # and 1 real targets.
+    windows = np.array(
+        [
+            [2, 4, 5, 6, 7],
+            [7, 6, 5, 4, 3],
+            [2, 5, 3, 0, 0],
+            [2, 6, 3, 0, 0],
+            [2, 3, 0, 0, 0],
+        ]
+    )
+    expected, count = _exact_perplexity(model, windows)
+    for batch_size in (1, 2, 5):
+        scores = evaluate_perplexity(model, windows, batch_size)
+        assert scores["tokens"] == count == 13
+        assert scores["perplexity"] == pytest.approx(expected, rel=1e-5)
+        assert scores["loss"] == pytest.approx(np.log(expected), rel=1e-5)
+    # The training loss ignores padding too: on one batch it is the mean
+    # over the real target tokens.
+    inputs, targets, weights = next_token_batch(windows)
+    loss = model.evaluate(
+        inputs, targets, sample_weight=weights, batch_size=5, verbose=0
+    )
+    assert loss == pytest.approx(np.log(expected), rel=1e-5)
+    # A mean of per-batch means would differ: the check above can fail.
+    batch_means = []
+    for start in range(0, 5, 2):
+        part = windows[start : start + 2]
+        batch_means.append(np.log(_exact_perplexity(model, part)[0]))
+    assert abs(np.exp(np.mean(batch_means)) - expected) > 1e-3 * expected
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": ""}, "`name`, expected a non-empty string"),
+        ({"text_column": ""}, "`text_column`, expected a non-empty"),
+        ({"sequence_length": 0}, "`sequence_length`, expected a positive"),
+        ({"vocabulary_rows": 0}, "`vocabulary_rows`, expected a positive"),
+        ({"steps_per_epoch": 0}, "`steps_per_epoch`, expected a positive"),
+        ({"sampler": "beam"}, "`sampler`, expected one of"),
+        ({"top_p": 0.0}, "`top_p`, expected a float in"),
+        ({"temperature": 0.0}, "`temperature`, expected a positive"),
+        ({"prompts": "The film"}, "`prompts`, expected a sequence"),
+        ({"num_samples": -1}, "`num_samples`, expected a non-negative"),
+        ({"dropout": 1.0}, "`dropout`"),
+    ],
+)
+def test_bad_options_fail_before_any_data_is_read(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        train_language_model(
+            str(tmp_path / "no_data"), str(tmp_path / "out"), **kwargs
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_option_is_a_type_error(tmp_path):
+    with pytest.raises(TypeError, match="no_such_option"):
+        train_language_model(
+            str(tmp_path), str(tmp_path / "out"), no_such_option=1
+        )
+
+
+def test_flags_are_the_options():
+    parser = argparse.ArgumentParser()
+    add_language_model_arguments(parser, hidden_dim=64)
+    args = parser.parse_args(["--prompt", "Hi", "--no-lower-case"])
+    options = LanguageModelOptions(**vars(args))
+    assert options.hidden_dim == 64 and options.prompts == ("Hi",)
+    assert options.lower_case is False
+    with pytest.raises(TypeError, match="no_such_field"):
+        add_language_model_arguments(argparse.ArgumentParser(), no_such_field=1)
