@@ -132,8 +132,10 @@ class LiteRTModel:
 
 def keras_function(model):
     """The Keras model as a `tf.function`, arrays in, arrays out."""
+    # A decoder step grows by a token per call: one trace for any length.
     call = tf.function(
-        lambda *x: model(x[0] if len(x) == 1 else list(x), training=False)
+        lambda *x: model(x[0] if len(x) == 1 else list(x), training=False),
+        reduce_retracing=True,
     )
 
     def run(*arrays):
