@@ -8,6 +8,8 @@ import random
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401 - registers the ops for Python loads
 
 import keras_selfattn  # noqa: F401  (registers the layers for load_model)
 from keras_selfattn.export import published_versions
@@ -411,7 +413,23 @@ def test_sentencepiece_resumes_with_its_model_and_samples_exactly(
         # Exact: the prompt, as written, is a prefix of each sample.
         assert sample["greedy"].startswith(sample["prompt"]), sample
         assert sample["top_p"].startswith(sample["prompt"]), sample
+    # The export's text is exact too (no tidying): after its prompt, it is
+    # the recipe's greedy continuation.
     assert metrics["export_dir"] == os.path.join(out, "serving", "1")
+    exported = tf.saved_model.load(metrics["export_dir"])
+    prompts = [s["prompt"] for s in samples]
+    served = exported.signatures["generate"](
+        text=tf.constant(prompts),
+        temperature=tf.constant(1.0),
+        top_k=tf.constant(1),
+        top_p=tf.constant(1.0),
+        seed=tf.constant(0),
+        max_new_tokens=tf.constant(6),
+    )["text"].numpy()
+    assert [
+        prompt + text.decode()
+        for prompt, text in zip(prompts, served, strict=True)
+    ] == [s["greedy"] for s in samples]
 
 
 def test_no_data_dir_names_the_flag(tmp_path, monkeypatch):
