@@ -1,10 +1,11 @@
 """
 Title: Text generation with a small GPT-style language model, from scratch
-Description: Learn a WordPiece vocabulary, cut any text collection into
-    next-token windows, train a decoder-only Transformer (`CausalLM`) with
-    checkpoints that survive an interruption and a time budget, measure
-    its exact perplexity on the test split, and continue prompts with the
-    cached greedy and nucleus (top-p) samplers.
+Description: Learn a SentencePiece (or WordPiece) tokenizer, cut any text
+    collection into next-token windows, train a decoder-only Transformer
+    (`CausalLM`) with checkpoints that survive an interruption and a time
+    budget, measure its exact perplexity on the test split, continue
+    prompts with the cached greedy and nucleus (top-p) samplers, and
+    export it for TF Serving (prompts in, generated text out).
 Requirements: keras-selfattn[examples] (tensorflow, keras, tensorflow-text;
     checked at start), tensorboard for full TensorBoard logs (optional).
 
@@ -24,13 +25,27 @@ Perplexity: `exp` of the mean cross-entropy (in nats) of every real target
 token of the test texts (the first `--max-eval-rows`; all of them with a
 number at least as large as the split), summed exactly rather than averaged
 per batch. It depends on the vocabulary: compare runs with the same
-`--vocabulary-size` and casing only.
+`--tokenizer`, `--vocabulary-size` and casing only. The bits per character
+(the same summed loss in bits, over the characters of those texts) compare
+across tokenizers too.
+
+Tokenizer: `--tokenizer sentencepiece` (the default) detokenizes exactly
+(a prompt is a prefix of its sample) and learns in seconds;
+`--tokenizer wordpiece` splits at spaces and punctuation (the samples'
+spaces before punctuation are removed) and learns in minutes.
 
 Re-running the same command after an interruption resumes from the last
 finished epoch (`<output-dir>/backup`; an epoch is `--steps-per-epoch`
 steps). Re-running it on a finished run (its `metrics.json`) trains
-nothing: it prints the run's perplexity. `--overwrite` trains a fresh run
-there and replaces the model and `metrics.json`.
+and publishes nothing: it prints the run's perplexity. `--overwrite`
+trains a fresh run there, replaces the model and `metrics.json`, and
+publishes the next TF Serving version.
+
+Outputs in `--output-dir`: `metrics.json`, `language_model.keras`,
+`tokenizer.model` (or `vocabulary.txt`), TensorBoard `logs/`, and
+`serving/<version>`, a TF Serving SavedModel: raw prompts in, generated
+text out (`serving_default`: the run's sampler; `generate`: temperature,
+top-k, top-p, seed and max_new_tokens per request).
 """
 
 """## Setup"""
@@ -132,20 +147,23 @@ def main(argv=None, callbacks=()):
 
     `keras_selfattn.recipes.train_language_model` does the rest (its
     docstring goes through the steps, each a function of its own in
-    `keras_selfattn.recipes.language_model`): it learns a cased WordPiece
-    vocabulary from the training texts, trains a `CausalLM` (rotary
+    `keras_selfattn.recipes.language_model`): it learns a cased
+    SentencePiece tokenizer (or WordPiece, `--tokenizer wordpiece`) from
+    the training texts, trains a `CausalLM` (rotary
     positions, pre-norm blocks, tied embeddings) on next-token windows
     whose padding the loss ignores, with checkpoints that survive an
     interruption, until `--time-budget-minutes` or `--max-steps`; then it
     measures the test perplexity exactly over the real tokens, continues
     prompts (the first words of test reviews, or `--prompt`) greedily and
-    with the `--sampler` seeded by `--seed`, and saves
-    `language_model.keras`. On a finished `--output-dir` it reports that
-    run instead; `--overwrite` trains a fresh one there.
+    with the `--sampler` seeded by `--seed`, saves `language_model.keras`
+    and exports the next TF Serving version, `serving/<version>`, after
+    printing how its scores compare with the version it replaces. On a
+    finished `--output-dir` it reports that run instead; `--overwrite`
+    trains a fresh one there.
 
     The text keeps its case (`--lower-case` folds it), so the samples read
-    as text; WordPiece puts spaces around punctuation, which the samples
-    take out again.
+    as text; SentencePiece gives it back exactly, while WordPiece puts
+    spaces around punctuation, which the samples take out again.
     """
     options = dict(vars(args), data_dir=data_dir)
     return train_language_model(

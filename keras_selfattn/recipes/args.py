@@ -27,6 +27,12 @@ DECODINGS = ("greedy", "beam")
 # The random samplers the language-model recipe draws its samples with (a
 # greedy continuation is always printed too).
 LM_SAMPLERS = ("top_p", "top_k", "random")
+# The language-model recipe's tokenizers.
+LM_TOKENIZERS = ("sentencepiece", "wordpiece")
+# SentencePiece's reserved pieces: 4 special tokens and 256 byte pieces.
+_SENTENCEPIECE_RESERVED = 260
+# The samplers hash their seed as an int32.
+_MAX_SAMPLER_SEED = 2**31 - 1
 
 __all__ = [
     "LanguageModelOptions",
@@ -258,13 +264,23 @@ class LanguageModelOptions(TrainingOptions):
             Defaults to `None`.
         max_eval_rows: int or `None`, measure the perplexity on the first
             rows of the test split only. Defaults to `None` (all).
-        vocabulary_size: int, the most WordPiece tokens. Defaults to
-            `8000`.
+        tokenizer: `"sentencepiece"` or `"wordpiece"`, the sub-word
+            tokenizer learned from the training texts. SentencePiece
+            (unigram, with byte fallback) detokenizes exactly, so prompts
+            and samples read as written, and learns in seconds where
+            WordPiece takes minutes; WordPiece splits words at spaces and
+            punctuation and its outputs get `tidy_spacing`. Defaults to
+            `"sentencepiece"`.
+        vocabulary_size: int, the most tokens; above 260 for
+            SentencePiece (its 4 special tokens and 256 byte pieces), which
+            may learn fewer from a small text. Defaults to `8000`.
         vocabulary_rows: int or `None`, learn the vocabulary from the
-            first training rows only (the learner is slow: minutes for a
-            few thousand reviews on 2 cores). Defaults to `None` (all).
-        lower_case: bool, lower-case the text (and so the generated text).
-            Defaults to `False`.
+            first training rows only (the WordPiece learner is slow:
+            minutes for a few thousand reviews on 2 cores). Defaults to
+            `None` (all).
+        lower_case: bool, lower-case the text (and so the generated text;
+            with SentencePiece, an NFKC normalization with case folding
+            compiled into its model). Defaults to `False`.
         sequence_length: int, the tokens a training window predicts:
             documents are cut into windows of `sequence_length + 1` tokens
             that overlap by one, so every token but a document's first is
@@ -291,8 +307,12 @@ class LanguageModelOptions(TrainingOptions):
         num_samples: int, test rows to take prompts from. Defaults to `3`.
         prompt_words: int, the words of a test row that make its prompt.
             Defaults to `8`.
-        max_new_tokens: int, the most tokens a continuation adds. Defaults
+        max_new_tokens: int, the most tokens a continuation adds (also the
+            most a request to the TF Serving export may ask for). Defaults
             to `40`.
+        max_prompt_length: int, the prompt tokens the TF Serving export
+            feeds the model (a longer prompt keeps its last ones). Defaults
+            to `64`.
 
     Example:
 
@@ -313,6 +333,7 @@ class LanguageModelOptions(TrainingOptions):
     max_train_rows: int | None = None
     max_validation_rows: int | None = None
     max_eval_rows: int | None = None
+    tokenizer: str = "sentencepiece"
     vocabulary_size: int = 8000
     vocabulary_rows: int | None = None
     lower_case: bool = False
@@ -331,6 +352,7 @@ class LanguageModelOptions(TrainingOptions):
     num_samples: int = 3
     prompt_words: int = 8
     max_new_tokens: int = 40
+    max_prompt_length: int = 64
 
     def __post_init__(self):
         super().__post_init__()
@@ -358,8 +380,27 @@ class LanguageModelOptions(TrainingOptions):
             "top_k",
             "prompt_words",
             "max_new_tokens",
+            "max_prompt_length",
         ):
             _validation.positive_int(name, getattr(self, name))
+        _validation.one_of("tokenizer", self.tokenizer, LM_TOKENIZERS)
+        if (
+            self.tokenizer == "sentencepiece"
+            and self.vocabulary_size <= _SENTENCEPIECE_RESERVED
+        ):
+            raise _validation.invalid(
+                "vocabulary_size",
+                f"an integer greater than {_SENTENCEPIECE_RESERVED} with "
+                'tokenizer="sentencepiece" (4 special tokens and 256 byte '
+                "pieces)",
+                self.vocabulary_size,
+            )
+        if self.seed > _MAX_SAMPLER_SEED:
+            raise _validation.invalid(
+                "seed",
+                f"an integer in [0, {_MAX_SAMPLER_SEED}] (the samplers')",
+                self.seed,
+            )
         _validation.boolean("lower_case", self.lower_case)
         _validation.rate("dropout", self.dropout)
         _validation.one_of("sampler", self.sampler, LM_SAMPLERS)
@@ -585,13 +626,14 @@ def add_language_model_arguments(parser, **defaults):
 
     Three argument groups, named like `LanguageModelOptions`' fields.
     `data`: `--text-column`, `--max-train-rows`, `--max-validation-rows`,
-    `--max-eval-rows`. `model`: `--vocabulary-size`, `--vocabulary-rows`,
-    `--lower-case`,
+    `--max-eval-rows`. `model`: `--tokenizer {sentencepiece,wordpiece}`,
+    `--vocabulary-size`, `--vocabulary-rows`, `--lower-case`,
     `--sequence-length`, `--steps-per-epoch`, `--num-layers`,
     `--hidden-dim`, `--num-heads`, `--ff-dim`, `--dropout`. `sampling`:
     `--sampler {top_p,top_k,random}`, `--top-p`, `--top-k`,
     `--temperature`, `--prompt` (repeat it for several prompts; stored as
-    `prompts`), `--num-samples`, `--prompt-words`, `--max-new-tokens`. The
+    `prompts`), `--num-samples`, `--prompt-words`, `--max-new-tokens`,
+    `--max-prompt-length`. The
     training flags come from `add_training_arguments`.
 
     Args:
@@ -633,6 +675,12 @@ def add_language_model_arguments(parser, **defaults):
         help="measure the perplexity on the first rows of the test split",
     )
     model = parser.add_argument_group("model")
+    flag(
+        model,
+        "tokenizer",
+        choices=LM_TOKENIZERS,
+        help="the sub-word tokenizer learned from the training texts",
+    )
     flag(model, "vocabulary_size", type=int)
     flag(
         model,
@@ -681,6 +729,12 @@ def add_language_model_arguments(parser, **defaults):
     flag(sampling, "num_samples", type=int)
     flag(sampling, "prompt_words", type=int)
     flag(sampling, "max_new_tokens", type=int)
+    flag(
+        sampling,
+        "max_prompt_length",
+        type=int,
+        help="the prompt tokens the TF Serving export keeps (the last ones)",
+    )
     return {"data": data, "model": model, "sampling": sampling}
 
 

@@ -5,16 +5,18 @@ The pipeline of `examples/text_generation.py`, as steps that each take the
 `LanguageModelOptions` and can be called on their own:
 
 1. `read_language_model_data`: the `train`, `validation` and `test` texts
-   and a WordPiece tokenizer learned from the training texts
-   (`LanguageModelData`), whose `windows` cut the tokenized documents into
-   next-token training windows.
+   and a SentencePiece (or WordPiece) tokenizer learned from the training
+   texts (`LanguageModelData`), whose `windows` cut the tokenized documents
+   into next-token training windows.
 2. `build_language_model`: a compiled `CausalLM`.
 3. `fit_language_model`: training that survives an interruption
    (`fit_resumable`), on windows whose padding the loss ignores.
 4. `evaluate_perplexity`: the exact perplexity of a split, over its real
    target tokens; `sample_continuations`: greedy and sampled continuations
    of prompts.
-5. `publish_language_model`: the `.keras` file, checked against the model.
+5. `publish_language_model`: the `.keras` file, checked against the model,
+   and the next TF Serving version, `serving/<version>` (prompts in,
+   generated text out).
 
 `train_language_model` is the driver that calls them, after looking at the
 output folder (`prepare_output_dir`), and writes `metrics.json` last.
@@ -33,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_selfattn.export.causal_lm import export_causal_lm
 from keras_selfattn.layers import _validation
 from keras_selfattn.models import samplers
 from keras_selfattn.models.causal_lm import CausalLM
@@ -44,17 +47,25 @@ from keras_selfattn.recipes.fitting import learning_rate_schedule
 from keras_selfattn.recipes.fitting import make_strategy
 from keras_selfattn.recipes.fitting import worker_output_dir
 from keras_selfattn.recipes.runs import METRICS_FILE
+from keras_selfattn.recipes.runs import compare_with_published
 from keras_selfattn.recipes.runs import prepare_output_dir
 from keras_selfattn.recipes.runs import report_finished_run
 from keras_selfattn.text.files import find_split
 from keras_selfattn.text.files import read_columns
+from keras_selfattn.text.sentencepiece import SentencePieceTokenizer
+from keras_selfattn.text.sentencepiece import learn_sentencepiece_model
 from keras_selfattn.text.wordpiece import WordPieceTokenizer
 from keras_selfattn.text.wordpiece import learn_wordpiece_vocabulary
 
 SPLITS = ("train", "validation", "test")
-# The metrics a finished run reports and a new version is compared on.
-KEY_METRICS = ("test_perplexity",)
+# The metrics a finished run reports and a new version is compared on:
+# the perplexity per token, and the bits per character, which compare
+# across tokenizers too.
+KEY_METRICS = ("test_perplexity", "test_bits_per_character")
+# The learned tokenizer, saved for a resumed run: a WordPiece vocabulary
+# or a SentencePiece model.
 VOCABULARY_FILE = "vocabulary.txt"
+SENTENCEPIECE_FILE = "tokenizer.model"
 # Documents are tokenized this many at a time.
 _TOKENIZE_BATCH = 512
 
@@ -79,12 +90,13 @@ class LanguageModelData:
     Args:
         splits: dict, `{"train": texts, "validation": ..., "test": ...}`,
             lists of str.
-        tokenizer: a `WordPieceTokenizer` that adds the start and end
-            tokens and neither pads nor truncates.
+        tokenizer: a `SentencePieceTokenizer` or `WordPieceTokenizer`
+            that adds the start and end tokens and neither pads nor
+            truncates.
     """
 
     splits: dict
-    tokenizer: WordPieceTokenizer
+    tokenizer: keras.layers.Layer
 
     def token_ids(self, texts):
         """Each text's ids, start and end tokens included: a list of int32
@@ -130,27 +142,34 @@ class LanguageModelData:
 def read_language_model_data(
     data_dir, output_dir, options, preprocess=None, reuse_vocabulary=False
 ):
-    """Step 1: read the texts and learn the WordPiece tokenizer.
+    """Step 1: read the texts and learn the tokenizer.
 
     Reads `train`, `validation` and `test` files (`.tsv(.gz)` or
     `.jsonl(.gz)`) from `data_dir`, one text column, and learns the
-    vocabulary from the training split (its first `vocabulary_rows`
-    texts), saved to
+    `options.tokenizer` from the training split (its first
+    `vocabulary_rows` texts): a SentencePiece model
+    (`learn_sentencepiece_model`: unigram, byte fallback, no
+    normalization unless `lower_case`), saved to
+    `<output_dir>/tokenizer.model`, or a WordPiece vocabulary, saved to
     `<output_dir>/vocabulary.txt`.
 
     Args:
         data_dir: str, the folder of the split files.
         output_dir: str, where the vocabulary is saved (created).
         options: `LanguageModelOptions`: the column, the row limits, the
-            vocabulary size, rows and casing.
+            tokenizer, the vocabulary size, rows and casing.
         preprocess: callable `str -> str` or `None`, applied to every text
             first (e.g. to drop markup). Defaults to `None`.
-        reuse_vocabulary: bool, read the vocabulary saved in `output_dir`
-            instead of learning it: a resumed run's checkpoint needs the
-            ids it was trained with. Defaults to `False`.
+        reuse_vocabulary: bool, read the tokenizer saved in `output_dir`
+            (if there) instead of learning it: a resumed run's checkpoint
+            needs the ids it was trained with. Defaults to `False`.
 
     Returns:
         A `LanguageModelData`.
+
+    Raises:
+        ValueError: with `reuse_vocabulary`, `output_dir` holds the other
+            tokenizer's file only (the run was trained with it).
     """
     if preprocess is not None and not callable(preprocess):
         raise _validation.invalid(
@@ -175,30 +194,83 @@ def read_language_model_data(
         splits[split] = texts
         print(f"{split}: {len(texts)} texts")
     os.makedirs(output_dir, exist_ok=True)
+    if reuse_vocabulary:
+        _check_saved_tokenizer(output_dir, options.tokenizer)
+    learn_from = splits["train"][: options.vocabulary_rows]
+    if options.tokenizer == "sentencepiece":
+        tokenizer = _sentencepiece_tokenizer(
+            learn_from, output_dir, options, reuse_vocabulary
+        )
+    else:
+        tokenizer = _wordpiece_tokenizer(
+            learn_from, output_dir, options, reuse_vocabulary
+        )
+    print(f"vocabulary: {tokenizer.vocabulary_size} {options.tokenizer} tokens")
+    return LanguageModelData(splits=splits, tokenizer=tokenizer)
+
+
+def _check_saved_tokenizer(output_dir, tokenizer):
+    """A resumed run must use the tokenizer it was trained with."""
+    files = {"sentencepiece": SENTENCEPIECE_FILE, "wordpiece": VOCABULARY_FILE}
+    if os.path.exists(os.path.join(output_dir, files[tokenizer])):
+        return
+    for other, name in files.items():
+        if os.path.exists(os.path.join(output_dir, name)):
+            raise _validation.invalid(
+                "tokenizer",
+                f'"{other}", the tokenizer of the interrupted run in '
+                f"{output_dir} (its {name}); or pass --overwrite to train "
+                "afresh",
+                tokenizer,
+            )
+
+
+def _sentencepiece_tokenizer(texts, output_dir, options, reuse):
+    path = os.path.join(output_dir, SENTENCEPIECE_FILE)
+    if reuse and os.path.exists(path):
+        with open(path, "rb") as f:
+            proto = f.read()
+    else:
+        proto = learn_sentencepiece_model(
+            texts,
+            vocabulary_size=options.vocabulary_size,
+            # Case folding has to be compiled into the model, which only
+            # the NFKC normalizations allow.
+            normalization="nfkc_cf" if options.lower_case else "identity",
+        )
+        with open(path, "wb") as f:
+            f.write(proto)
+    return SentencePieceTokenizer(
+        proto, add_start_token=True, add_end_token=True, name="tokenizer"
+    )
+
+
+def _wordpiece_tokenizer(texts, output_dir, options, reuse):
     path = os.path.join(output_dir, VOCABULARY_FILE)
-    if reuse_vocabulary and os.path.exists(path):
+    if reuse and os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             vocabulary = [line.rstrip("\n") for line in f]
     else:
-        learn_from = splits["train"][: options.vocabulary_rows]
         vocabulary = learn_wordpiece_vocabulary(
-            tf.data.Dataset.from_tensor_slices(learn_from),
+            tf.data.Dataset.from_tensor_slices(texts),
             vocabulary_size=options.vocabulary_size,
             lower_case=options.lower_case,
         )
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(token + "\n" for token in vocabulary)
-    print(f"vocabulary: {len(vocabulary)} WordPiece tokens")
-    return LanguageModelData(
-        splits=splits,
-        tokenizer=WordPieceTokenizer(
-            vocabulary,
-            lower_case=options.lower_case,
-            add_start_token=True,
-            add_end_token=True,
-            name="tokenizer",
-        ),
+    return WordPieceTokenizer(
+        vocabulary,
+        lower_case=options.lower_case,
+        add_start_token=True,
+        add_end_token=True,
+        name="tokenizer",
     )
+
+
+def _tidy(tokenizer):
+    """Whether the tokenizer's text needs `tidy_spacing`: WordPiece puts
+    spaces around punctuation; SentencePiece detokenizes exactly."""
+    return isinstance(tokenizer, WordPieceTokenizer)
 
 
 def _dataset(windows, batch_size, shuffle=False, seed=None, repeat=False):
@@ -407,11 +479,14 @@ def sample_continuations(model, tokenizer, prompts, options):
     the end token) with `GreedySampler` and with `options.sampler` seeded
     with `options.seed`, so a re-run draws the same text. The outputs are
     the prompt and its continuation detokenized together (sub-words join
-    across the seam) with the spaces before punctuation removed.
+    across the seam): exactly, with SentencePiece (the prompt is a prefix
+    of the output); with WordPiece, the spaces around punctuation removed
+    (`tidy_spacing`).
 
     Args:
         model: a `CausalLM`.
-        tokenizer: the `WordPieceTokenizer` (start and end tokens).
+        tokenizer: the `SentencePieceTokenizer` or `WordPieceTokenizer`
+            (start and end tokens).
         prompts: list of str.
         options: `LanguageModelOptions`: the sampler, `top_p`, `top_k`,
             `temperature`, `seed` and `max_new_tokens`.
@@ -440,7 +515,10 @@ def sample_continuations(model, tokenizer, prompts, options):
         )
         # Prompt padding (0) is dropped by `detokenize`, wherever it is.
         joined = np.concatenate([prompt_ids, new_ids], axis=1)
-        texts = tidy_spacing(tokenizer.detokenize(joined)).numpy()
+        texts = tokenizer.detokenize(joined)
+        if _tidy(tokenizer):
+            texts = tidy_spacing(texts)
+        texts = texts.numpy()
         outputs[key] = [t.decode("utf-8") for t in texts]
     return [
         {"prompt": prompt, **{key: texts[i] for key, texts in outputs.items()}}
@@ -449,29 +527,40 @@ def sample_continuations(model, tokenizer, prompts, options):
 
 
 def publish_language_model(model, tokenizer, output_dir, options, metadata):
-    """Step 5: save the model for inference and check the saved copy.
+    """Step 5: save the model for inference, check the saved copy, and
+    export the next TF Serving version.
 
     Saves `<output_dir>/<name>.keras`, an uncompiled copy of `model` (the
     weights without the optimizer's state, a third of the size with Adam),
-    and reloads it: its logits must equal the model's. The vocabulary is
-    in `<output_dir>/vocabulary.txt` (step 1).
+    and reloads it: its logits must equal the model's. The tokenizer is in
+    `<output_dir>/tokenizer.model` or `vocabulary.txt` (step 1). Then
+    prints how `KEY_METRICS` compare with the latest published version
+    (`compare_with_published`) and exports the next version,
+    `<output_dir>/serving/<version>` (`export_causal_lm`: raw prompts in,
+    generated text out, the tokenizer inside; `metadata` and the `.keras`
+    path in the version's record). The export keeps a prompt's last
+    `options.max_prompt_length` tokens, adds at most
+    `options.max_new_tokens`, stops at the end token, and samples by
+    default as the run's `options.sampler` does (its `temperature`, and
+    its `top_p` or `top_k`, the other off; seeded with `options.seed`);
+    WordPiece text gets `tidy_spacing`, SentencePiece text is exact.
 
     Args:
         model: the trained `CausalLM`.
-        tokenizer: the `WordPieceTokenizer`, for the check's token ids.
+        tokenizer: the run's tokenizer (`SentencePieceTokenizer` or
+            `WordPieceTokenizer`, start and end tokens).
         output_dir: str, the run's folder.
-        options: `LanguageModelOptions`: the name.
+        options: `LanguageModelOptions`: the name, the prompt and
+            continuation lengths and the sampling defaults.
         metadata: dict, JSON-ready: this run's scores and counts, for the
             published version's record.
 
     Returns:
-        dict: `model_path`, and `export_dir` (`None`: no TF Serving export
-        yet).
+        dict: `model_path` and `export_dir` (the version's folder).
 
     Raises:
         RuntimeError: the reloaded model's logits differ.
     """
-    del metadata  # For the TF Serving version's record (see below).
     inference = CausalLM.from_config(model.get_config())
     inference.set_weights(model.get_weights())
     model_path = os.path.join(output_dir, f"{options.name}.keras")
@@ -484,10 +573,26 @@ def publish_language_model(model, tokenizer, output_dir, options, metadata):
     again = keras.ops.convert_to_numpy(reloaded(check_ids))
     if not np.allclose(again, expected, atol=1e-5):
         raise RuntimeError("the reloaded model's logits differ")
-    # The TF Serving export (the next `serving/<version>`, `metadata` in
-    # its record) goes here; `export_dir` is then its folder.
-    export_dir = None
-    print(f"saved {model_path}")
+    # TF Serving serves the highest version: first say how this one
+    # compares with the one it replaces.
+    serving_dir = os.path.join(output_dir, "serving")
+    compare_with_published(serving_dir, metadata, KEY_METRICS)
+    export_dir = export_causal_lm(
+        inference,
+        tokenizer,
+        serving_dir,
+        max_prompt_length=options.max_prompt_length,
+        max_new_tokens=options.max_new_tokens,
+        # The run's random sampler, as the export's default request.
+        temperature=options.temperature,
+        top_k=options.top_k if options.sampler == "top_k" else 0,
+        top_p=options.top_p if options.sampler == "top_p" else 1.0,
+        seed=options.seed,
+        stop_token_ids=tokenizer.end_id,
+        tidy=_tidy(tokenizer),
+        metadata={**metadata, "model_path": os.path.abspath(model_path)},
+    )
+    print(f"saved {model_path}, exported {export_dir}")
     return {"model_path": model_path, "export_dir": export_dir}
 
 
@@ -506,14 +611,16 @@ def train_language_model(
     The driver of the steps above. First it looks at `output_dir`
     (`prepare_output_dir`): a finished run (its `metrics.json`) is reported
     and its metrics returned, with no training; an interrupted run
-    (`backup/`) resumes with its saved vocabulary; any other used folder is
-    refused unless `overwrite`, which trains a fresh run (new vocabulary
-    too). Then `read_language_model_data`, `build_language_model` (under
-    the strategy's scope), `fit_language_model`, `evaluate_perplexity` on
-    the test split (its first `max_eval_rows` texts),
-    `sample_continuations` and `publish_language_model`, each printing a
-    line or two; `metrics.json` is written last (it marks the run
-    finished).
+    (`backup/`) resumes with its saved tokenizer; any other used folder is
+    refused unless `overwrite`, which trains a fresh run (new tokenizer
+    too) and publishes the next serving version. Then
+    `read_language_model_data`, `build_language_model` (under the
+    strategy's scope), `fit_language_model`, `evaluate_perplexity` on the
+    test split (its first `max_eval_rows` texts), `sample_continuations`
+    and `publish_language_model` (`<name>.keras` and the next
+    `serving/<version>`, the scores, steps, data folder, row counts and
+    tokenizer in the version's record), each printing a line or two;
+    `metrics.json` is written last (it marks the run finished).
 
     Call it before any other TensorFlow work when the strategy is
     `"multiworker"`.
@@ -539,7 +646,11 @@ def train_language_model(
     Returns:
         The metrics, also written to `<output_dir>/metrics.json` (or, for a
         finished run, read from it): `test_perplexity`, `test_loss` (nats
-        per token), `test_tokens`, `key_metrics`, then those of
+        per token), `test_tokens`, `test_bits_per_character` (the summed
+        loss in bits over the characters of the scored texts, each text's
+        end token included: unlike the perplexity, it compares runs with
+        different tokenizers), `test_characters`, `key_metrics`, then
+        those of
         `fit_resumable`, `steps_per_epoch`, `train_windows`, `train_rows`,
         `eval_rows`, `vocabulary_size`, `num_parameters`, `samples` (the
         prompts and their continuations), `model_path`, `export_dir` and
@@ -560,20 +671,25 @@ def train_language_model(
     ...     with open(os.path.join(data, f"{split}.tsv"), "w") as f:
     ...         _ = f.write(rows)
     >>> metrics = train_language_model(
-    ...     data, tempfile.mkdtemp(), name="toy", vocabulary_size=30,
+    ...     data, tempfile.mkdtemp(), name="toy", tokenizer="wordpiece",
+    ...     vocabulary_size=30,
     ...     sequence_length=8, hidden_dim=8, num_heads=2, ff_dim=8,
     ...     num_layers=1, epochs=1, batch_size=4, max_new_tokens=4,
     ...     num_samples=1, verbose=0)
     train: 16 texts
     ...
     >>> metrics["eval_rows"], metrics["key_metrics"]
-    (16, ['test_perplexity'])
+    (16, ['test_perplexity', 'test_bits_per_character'])
     >>> metrics["steps"] == metrics["steps_per_epoch"]  # one epoch
     True
     >>> metrics["test_tokens"] >= 16 * 5  # 4 words and [END] per text
     True
     >>> os.path.basename(metrics["model_path"]), metrics["samples"][0]["prompt"]
     ('toy.keras', 'the cat sat .')
+    >>> metrics["export_dir"].endswith(os.path.join("serving", "1"))
+    True
+    >>> metrics["test_characters"]  # "the cat sat ." and "the dog ran ."
+    208
     """
     if options is None:
         options = LanguageModelOptions()
@@ -595,7 +711,7 @@ def train_language_model(
     output_dir = worker_output_dir(output_dir, strategy)
     keras.utils.set_random_seed(options.seed)
 
-    # Only a resumed run reuses the saved vocabulary: its checkpoint needs
+    # Only a resumed run reuses the saved tokenizer: its checkpoint needs
     # the same ids; a fresh run learns it from its data.
     data = read_language_model_data(
         data_dir,
@@ -617,11 +733,21 @@ def train_language_model(
     )
 
     test = data.windows("test", options.sequence_length, options.max_eval_rows)
-    eval_rows = len(data.splits["test"][: options.max_eval_rows])
+    scored = data.splits["test"][: options.max_eval_rows]
+    eval_rows = len(scored)
     scores = evaluate_perplexity(model, test, options.batch_size)
+    # Per character, the scores of different tokenizers compare: the
+    # summed loss (nats) in bits, over the scored texts' characters.
+    characters = sum(len(text) for text in scored)
+    bits_per_character = (
+        scores["loss"] * scores["tokens"] / math.log(2) / characters
+        if characters
+        else float("nan")
+    )
     print(
         f"test perplexity: {scores['perplexity']:.2f} ({scores['tokens']:,} "
-        f"tokens of {eval_rows} texts; {record['steps']} steps)"
+        f"tokens of {eval_rows} texts; {record['steps']} steps), "
+        f"{bits_per_character:.3f} bits per character"
     )
     samples = sample_continuations(
         model, data.tokenizer, _prompts(data, options), options
@@ -634,6 +760,8 @@ def train_language_model(
         "test_perplexity": scores["perplexity"],
         "test_loss": scores["loss"],
         "test_tokens": scores["tokens"],
+        "test_bits_per_character": bits_per_character,
+        "test_characters": characters,
         "key_metrics": list(KEY_METRICS),
         **record,
         "train_rows": len(data.splits["train"]),
@@ -657,7 +785,10 @@ def train_language_model(
                 "eval_rows",
             )
         }
-        | {"data_dir": os.path.abspath(os.fspath(data_dir))},
+        | {
+            "data_dir": os.path.abspath(os.fspath(data_dir)),
+            "tokenizer": options.tokenizer,
+        },
     )
     metrics = {**metrics, "samples": samples, **published, "config": config}
     with open(os.path.join(output_dir, METRICS_FILE), "w") as f:

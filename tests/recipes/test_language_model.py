@@ -16,6 +16,7 @@ from keras_selfattn.recipes import LanguageModelOptions
 from keras_selfattn.recipes import add_language_model_arguments
 from keras_selfattn.recipes import build_language_model
 from keras_selfattn.recipes import evaluate_perplexity
+from keras_selfattn.recipes import read_language_model_data
 from keras_selfattn.recipes import train_language_model
 from keras_selfattn.text import WordPieceTokenizer
 
@@ -113,6 +114,11 @@ def test_perplexity_is_exact_over_real_tokens_whatever_the_batches():
         ({"prompts": "The film"}, "`prompts`, expected a sequence"),
         ({"num_samples": -1}, "`num_samples`, expected a non-negative"),
         ({"dropout": 1.0}, "`dropout`"),
+        ({"tokenizer": "bpe"}, "`tokenizer`, expected one of"),
+        # SentencePiece's 4 special tokens and 256 byte pieces.
+        ({"vocabulary_size": 260}, "`vocabulary_size`, expected an integer "),
+        ({"max_prompt_length": 0}, "`max_prompt_length`, expected a posit"),
+        ({"seed": 2**31}, r"`seed`, expected an integer in \[0, 2147483647\]"),
     ],
 )
 def test_bad_options_fail_before_any_data_is_read(tmp_path, kwargs, match):
@@ -137,5 +143,34 @@ def test_flags_are_the_options():
     options = LanguageModelOptions(**vars(args))
     assert options.hidden_dim == 64 and options.prompts == ("Hi",)
     assert options.lower_case is False
+    assert options.tokenizer == "sentencepiece"
+    args = parser.parse_args(
+        ["--tokenizer", "wordpiece", "--max-prompt-length", "8"]
+    )
+    assert (args.tokenizer, args.max_prompt_length) == ("wordpiece", 8)
     with pytest.raises(TypeError, match="no_such_field"):
         add_language_model_arguments(argparse.ArgumentParser(), no_such_field=1)
+
+
+def test_a_resumed_run_keeps_the_tokenizer_it_was_trained_with(tmp_path):
+    for split in ("train", "validation", "test"):
+        (tmp_path / f"{split}.tsv").write_text("text\na b c\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    # An interrupted WordPiece run, resumed with the default tokenizer.
+    (out / "vocabulary.txt").write_text("\n".join(VOCABULARY) + "\n")
+    with pytest.raises(ValueError, match='`tokenizer`, expected "wordpiece"'):
+        read_language_model_data(
+            str(tmp_path),
+            str(out),
+            LanguageModelOptions(),
+            reuse_vocabulary=True,
+        )
+    assert not (out / "tokenizer.model").exists()
+    data = read_language_model_data(
+        str(tmp_path),
+        str(out),
+        LanguageModelOptions(tokenizer="wordpiece"),
+        reuse_vocabulary=True,
+    )
+    assert data.tokenizer.vocabulary_size == len(VOCABULARY)
