@@ -561,23 +561,44 @@ def _keep_top_k(logits, k):
 def _keep_top_p(logits, p, off=None):
     """`logits` with the tokens outside the nucleus of mass `p` (a number
     or a `(rows, 1)` tensor) at `-1e9`; rows where `off` (bool `(rows, 1)`)
-    holds keep every token."""
-    vocab_size = logits.shape[-1]
-    probs = ops.softmax(logits, axis=-1)  # (rows, V) float32
-    sorted_probs, _ = ops.top_k(probs, vocab_size)  # descending
-    # Mass strictly before each sorted token: the first is always kept.
-    before = ops.cumsum(sorted_probs, axis=-1) - sorted_probs
-    keep_sorted = ops.less(before, p)  # (rows, V), sorted order
+    holds keep every token.
+
+    The nucleus is every token at least as likely as its least likely
+    member `t`, the largest probability with `mass(probs >= t) >= p` (the
+    tokens sorted by probability, `t` is the first whose running sum
+    reaches `p`; a token tied with it joins it, as no order between equals
+    is meaningful). `t` is found without sorting: a bisection on the int32
+    bit patterns of the probabilities, which order non-negative floats as
+    their values do, so 31 halvings pin it exactly. Each halving is one
+    compare-and-sum over the vocabulary: under XLA (`jit_compile`, JAX) it
+    fuses, and is 10x faster than XLA's sort on CPU; in a plain TensorFlow
+    graph it is within 15 % of `top_k`'s sort.
+    """
+    probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)  # (rows, V)
+    bits = ops.view(probs, "int32")  # monotone in probs, as probs >= 0
+    # Invariant: mass(bits >= low) >= p (low = 0: all tokens, mass 1) and
+    # mass(bits >= high) < p (high above the largest: no token).
+    low = ops.zeros_like(bits[:, :1])  # (rows, 1)
+    high = ops.max(bits, axis=-1, keepdims=True) + 1
+    for _ in range(31):  # high - low < 2**31 halves to 1
+        middle = low + (high - low) // 2
+        mass = ops.sum(
+            ops.where(ops.greater_equal(bits, middle), probs, 0.0),
+            axis=-1,
+            keepdims=True,
+        )
+        enough = ops.greater_equal(mass, p)
+        low = ops.where(enough, middle, low)
+        high = ops.where(enough, high, middle)
+    # p = 1 keeps every token: a float32 sum of the probabilities may
+    # round to just below 1 (or a part of them to 1), which would cut the
+    # least likely tokens.
+    keep = ops.logical_or(
+        ops.greater_equal(bits, low), ops.greater_equal(p, 1.0)
+    )
     if off is not None:
-        keep_sorted = ops.logical_or(keep_sorted, off)
-    # The nucleus is every token at least as likely as its least likely
-    # member: one threshold per row instead of a second sort to carry the
-    # sorted mask back to vocabulary order (a token tied with that member
-    # joins it, as no order between equals is meaningful).
-    threshold = ops.min(
-        ops.where(keep_sorted, sorted_probs, 2.0), axis=-1, keepdims=True
-    )  # (rows, 1)
-    return ops.where(ops.greater_equal(probs, threshold), logits, _NEG_INF)
+        keep = ops.logical_or(keep, off)
+    return ops.where(keep, logits, _NEG_INF)
 
 
 @keras.saving.register_keras_serializable(package="keras_selfattn")

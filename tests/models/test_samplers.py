@@ -89,6 +89,36 @@ def test_top_p_never_draws_outside_the_nucleus(p, nucleus):
     np.testing.assert_allclose(observed, expected, atol=0.03)
 
 
+def _nucleus_by_sorting(probs, p):
+    """The nucleus as the definition reads: sort, keep each token whose
+    predecessors' mass is below `p`, plus the tokens tied with the least
+    likely one kept. p = 1 keeps every token (however the sum rounds)."""
+    if p >= 1.0:
+        return np.ones(probs.shape, bool)
+    order = np.argsort(-probs, kind="stable")
+    before = np.cumsum(probs[order], dtype=np.float64) - probs[order]
+    threshold = probs[order][before < p].min()
+    return probs >= threshold
+
+
+@pytest.mark.parametrize("vocab", [7, 1000])
+def test_the_nucleus_equals_the_sorted_definition(vocab):
+    # The sampler finds the nucleus by bisection, not by sorting: it must
+    # pick the same tokens, with ties, peaked and flat rows, and p = 1.
+    rng = np.random.default_rng(vocab)
+    rows = [rng.normal(size=vocab) * scale for scale in (0.01, 1.0, 5.0)]
+    rows.append(np.round(rng.normal(size=vocab)))  # many tied logits
+    rows.append(np.zeros(vocab))  # all tied
+    logits = np.stack(rows).astype("float32")
+    probs = _np(ops.softmax(logits, axis=-1))
+    for p in (0.05, 0.5, 0.9, 0.999, 1.0):
+        kept = _np(samplers._keep_top_p(ops.convert_to_tensor(logits), p))
+        mask = kept > -1e8
+        for row in range(len(rows)):
+            expected = _nucleus_by_sorting(probs[row].astype(np.float64), p)
+            np.testing.assert_array_equal(mask[row], expected, f"{row} {p}")
+
+
 def test_top_p_of_a_tiny_mass_is_the_top_token():
     draws = _draws(TopPSampler(p=0.3), PROBS, range(5))
     assert set(draws.tolist()) == {0}
