@@ -327,9 +327,11 @@ def default_dropout(train_rows):
     """The dropout rate for `train_rows` training rows, if not given.
 
     Small data overfits a Transformer trained from scratch sooner: 0.3
-    below `SMALL_DATA_ROWS` rows (measured better than 0.1 on SST-2's
-    60,614 rows, IMDB's 22,500 and 10,000-row subsets of both; see
-    `benchmarks/quality_classification.md`), else the usual 0.1.
+    below `SMALL_DATA_ROWS` rows, else the usual 0.1. Measured (see
+    `benchmarks/quality_classification.md`): on SST-2's 60,614 rows 0.3
+    reaches 0.803 test accuracy where 0.1 reaches 0.792; on 10,000-row
+    samples it is better at most epochs (SST-2) or within noise (IMDB, 4
+    rating classes). Nothing above 100,000 rows was measured.
     """
     return 0.3 if train_rows < SMALL_DATA_ROWS else 0.1
 
