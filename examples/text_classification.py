@@ -376,7 +376,12 @@ def parse_args(argv):
         "validation accuracy, and stop when it has not improved for "
         "--early-stopping-patience epochs",
     )
-    train.add_argument("--early-stopping-patience", type=int, default=2)
+    train.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        default=2,
+        help="epochs without a better validation accuracy before stopping",
+    )
     p.add_argument(
         "--baseline",
         action=argparse.BooleanOptionalAction,
