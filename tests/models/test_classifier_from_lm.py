@@ -109,27 +109,19 @@ def test_padding_gives_what_a_row_gives_alone(pooling, positions):
     assert not np.allclose(other, alone, atol=1e-4)
 
 
-def test_learns_saves_reloads_and_exports(tmp_path):
+def test_saves_reloads_and_exports(tmp_path):
     keras.utils.set_random_seed(0)
-    vocab_size = len(VOCAB)
-    rng = np.random.default_rng(0)
-    ids = rng.integers(4, vocab_size, size=(256, 8)).astype("int32")
-    ids[rng.random(ids.shape) < 0.3] = 0
-    labels = (ids == 9).any(axis=1).astype("int32")  # contains "great"
-    model = build_classifier_from_lm(_lm(vocab_size), 2, pooling="mean")
-    model.compile(
-        keras.optimizers.Adam(3e-3),
-        "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    history = model.fit(ids, labels, epochs=12, batch_size=32, verbose=0)
-    assert history.history["accuracy"][-1] > 0.9
+    model = build_classifier_from_lm(_lm(len(VOCAB), num_layers=1), 2)
+    # Trained a step: the saved weights are not the initial ones.
+    ids = np.array([[9, 10, 11, 0], [12, 13, 0, 0]], "int32")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.train_on_batch(ids, np.array([0, 1]))
     path = str(tmp_path / "classifier.keras")
     model.save(path)
     again = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(again.get_layer("backbone").causal_lm, CausalLM)
-    expected = model.predict(ids[:8], verbose=0)
-    np.testing.assert_allclose(again.predict(ids[:8], verbose=0), expected)
+    expected = model.predict(ids, verbose=0)
+    np.testing.assert_allclose(again.predict(ids, verbose=0), expected)
     # Raw strings in: the wrapper and the serving export take it.
     tokenizer = WordPieceTokenizer(VOCAB, sequence_length=8)
     texts = ["a great movie", "bad plot !", ""]
@@ -152,11 +144,13 @@ def _stride_corpus(rng, size, vocab=16, length=10):
     return ((start + steps) % vocab + 1).astype("int32"), labels
 
 
+@pytest.mark.slow
 def test_pretraining_helps():
-    # The same few fine-tuning steps (6, on 32 labelled rows) from a
-    # language model pre-trained on unlabelled rows of the same kind and
-    # from a fresh one: the pre-trained start classifies held-out rows far
-    # better (in 3 seeds: held-out loss 0.10-0.20 against 0.56-1.14).
+    # It learns (accuracy), and the same few fine-tuning steps (6, on 32
+    # labelled rows) from a language model pre-trained on unlabelled rows
+    # of the same kind and from a fresh one: the pre-trained start
+    # classifies held-out rows far better (in 3 seeds: held-out loss
+    # 0.10-0.20 against 0.56-1.14).
     rng = np.random.default_rng(0)
     unlabelled, _ = _stride_corpus(rng, 512)
     train, train_labels = _stride_corpus(rng, 32)
