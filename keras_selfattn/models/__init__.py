@@ -1,12 +1,13 @@
 """Model builders and decoding.
 
 `build_text_classifier`, `Seq2SeqTransformer`, `CausalLM`,
-`next_token_batch`, the `samplers`, `greedy_search` and `beam_search` work on
-any Keras backend. `TextClassifier`, `TextGenerator`,
-`make_seq2seq_dataset`, `cross_attention_scores` and `tidy_spacing` need
-TensorFlow: their modules (and TensorFlow) are imported on first access to
-one of these names. The seq2seq training pipeline (`train_seq2seq`) is a
-recipe, in `keras_selfattn.recipes`.
+`CausalLMBackbone`, `build_classifier_from_lm`, `next_token_batch`, the
+`samplers`, `greedy_search` and `beam_search` work on any Keras backend.
+`TextClassifier`, `TextGenerator`, `make_seq2seq_dataset`,
+`cross_attention_scores` and `tidy_spacing` need TensorFlow: their modules
+(and TensorFlow) are imported on first access to one of these names. The
+seq2seq training pipeline (`train_seq2seq`) is a recipe, in
+`keras_selfattn.recipes`.
 """
 
 import importlib
@@ -15,6 +16,12 @@ from typing import TYPE_CHECKING
 from keras_selfattn.models import samplers as samplers
 from keras_selfattn.models.causal_lm import CausalLM as CausalLM
 from keras_selfattn.models.causal_lm import next_token_batch as next_token_batch
+from keras_selfattn.models.causal_lm_backbone import (
+    CausalLMBackbone as CausalLMBackbone,
+)
+from keras_selfattn.models.classifier import (
+    build_classifier_from_lm as build_classifier_from_lm,
+)
 from keras_selfattn.models.classifier import (
     build_text_classifier as build_text_classifier,
 )
@@ -65,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BeamSampler",
     "CausalLM",
+    "CausalLMBackbone",
     "ConfigurableSampler",
     "GreedySampler",
     "RandomSampler",
@@ -75,6 +83,7 @@ __all__ = [
     "TopKSampler",
     "TopPSampler",
     "beam_search",
+    "build_classifier_from_lm",
     "build_text_classifier",
     "cross_attention_scores",
     "greedy_search",

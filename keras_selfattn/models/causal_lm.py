@@ -341,6 +341,37 @@ class CausalLM(keras.Model):
         self.built = True
 
     def call(self, token_ids, padding_mask=None, training=None):
+        hidden, mask = self._hidden(token_ids, padding_mask, training)
+        logits = self._logits(hidden)
+        _masking.set_keras_mask(logits, mask)
+        return logits
+
+    def hidden_states(self, token_ids, padding_mask=None, training=None):
+        """The last hidden states: what `call` projects to logits.
+
+        The features a downstream model starts from (see
+        `build_classifier_from_lm`): the output of the last block after
+        the final normalization. Causal, as in `call`: position `t` sees
+        the tokens up to `t` only.
+
+        Args:
+            token_ids: int `(batch_size, seq_len)`, or a dict with
+                `"token_ids"` and optionally `"padding_mask"`.
+            padding_mask: optional bool `(batch_size, seq_len)`, `True`
+                for real tokens. Defaults to `token_ids != pad_id`.
+            training: bool, whether dropout is active. Defaults to `None`.
+
+        Returns:
+            `(batch_size, seq_len, hidden_dim)` in the model's compute
+            dtype, carrying the padding mask as its Keras mask.
+        """
+        hidden, mask = self._hidden(token_ids, padding_mask, training)
+        _masking.set_keras_mask(hidden, mask)
+        return hidden
+
+    def _hidden(self, token_ids, padding_mask, training):
+        """The final-normed hidden states `(B, T, hidden_dim)` of a whole
+        sequence (no cache) and its padding mask `(B, T)`."""
         if isinstance(token_ids, dict):
             padding_mask = token_ids.get("padding_mask", padding_mask)
             token_ids = token_ids["token_ids"]
@@ -348,9 +379,7 @@ class CausalLM(keras.Model):
         mask = self._padding_mask(token_ids, padding_mask)
         positions = positions_from_mask(mask)
         hidden, _ = self._forward(token_ids, mask, positions, training=training)
-        logits = self._logits(hidden)
-        _masking.set_keras_mask(logits, mask)
-        return logits
+        return hidden, mask
 
     def compute_output_spec(self, token_ids, padding_mask=None, training=None):
         if isinstance(token_ids, dict):

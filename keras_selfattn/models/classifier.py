@@ -8,6 +8,11 @@ from keras_selfattn.layers.token_and_position_embedding import (
     TokenAndPositionEmbedding,
 )
 from keras_selfattn.layers.transformer_block import TransformerBlock
+from keras_selfattn.models.causal_lm import CausalLM
+from keras_selfattn.models.causal_lm_backbone import CausalLMBackbone
+
+# Poolings of a causal backbone: "first" would see the first token only.
+_LM_POOLINGS = ("mean", "last", "max")
 
 
 def build_text_classifier(
@@ -60,10 +65,8 @@ def build_text_classifier(
     >>> probs.shape, bool(np.isfinite(probs).all())
     ((2, 3), True)
     """
+    num_classes = _check_num_classes(num_classes)
     positive = _validation.positive_int
-    num_classes = positive("num_classes", num_classes)
-    if num_classes < 2:
-        raise _validation.invalid("num_classes", "an integer >= 2", num_classes)
     num_layers = positive("num_layers", num_layers)
     dropout = _validation.rate("dropout", dropout)
     ids = keras.Input((None,), dtype="int32", name="token_ids")
@@ -81,9 +84,106 @@ def build_text_classifier(
         )(x)
     if norm_first:
         x = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(x)
+    probabilities = _head(x, num_classes, pooling, dropout)
+    return keras.Model(ids, probabilities, name=name)
+
+
+def build_classifier_from_lm(
+    causal_lm,
+    num_classes,
+    pooling="mean",
+    dropout=0.1,
+    trainable_backbone=True,
+    name="lm_classifier",
+):
+    """A classifier that starts from a (pre-trained) `CausalLM`.
+
+    `token ids -> CausalLMBackbone(causal_lm) (the LM's embedding, causal
+    blocks and final norm) -> SequencePooling -> Dropout ->
+    Dense(num_classes, softmax)`: GPT-style fine-tuning (Radford et al.,
+    2018). The model *shares* the language model's layers: `fit`
+    fine-tunes the LM's own weights (clone the LM first to keep it, e.g.
+    `CausalLM.from_config(lm.get_config())` and `set_weights`), and
+    `trainable_backbone=False` freezes them, in the LM too, so that only
+    the head trains. The blocks stay causal, so pool over the whole row
+    (`"mean"`, `"max"`) or take the last real token (`"last"`, the one
+    that has seen the whole text). Padding (the LM's `pad_id`, on either
+    side) is masked everywhere: a padded row gives the probabilities it
+    gives alone, an all-padding row finite ones. The probabilities are
+    float32 even under mixed precision.
+
+    Args:
+        causal_lm: `CausalLM`, usually trained on next-token prediction
+            first.
+        num_classes: int, at least 2.
+        pooling: str, `"mean"`, `"last"` or `"max"` (`SequencePooling`
+            modes; `"first"` would see one token). Defaults to `"mean"`.
+        dropout: float in [0, 1), before the output layer (the LM's own
+            dropout applies inside it). Defaults to `0.1`.
+        trainable_backbone: bool, fine-tune the LM's layers (`True`) or
+            freeze them and train the head only. Defaults to `True`.
+        name: str, the model name. Defaults to `"lm_classifier"`.
+
+    Returns:
+        A functional `keras.Model` with input `token_ids` (int32,
+        `(batch_size, seq_len)`) and output `probabilities`
+        `(batch_size, num_classes)`; its layer `"backbone"` is the
+        `CausalLMBackbone`. It saves as `.keras` (with the LM inside) and
+        exports with `keras_selfattn.export.export_classifier`, and
+        `TextClassifier` takes it.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_selfattn.models import CausalLM
+    >>> from keras_selfattn.models import build_classifier_from_lm
+    >>> lm = CausalLM(vocab_size=20, num_layers=1, hidden_dim=8,
+    ...               num_heads=2, ff_dim=16)
+    >>> model = build_classifier_from_lm(lm, num_classes=3, pooling="last")
+    >>> probs = model.predict(np.array([[5, 6, 0], [0, 0, 0]]), verbose=0)
+    >>> probs.shape, bool(np.isfinite(probs).all())
+    ((2, 3), True)
+    >>> embedding = lm.token_embedding.embeddings
+    >>> any(w is embedding for w in model.trainable_weights)  # shared
+    True
+
+    References:
+        - [Radford et al., 2018, Improving Language Understanding by
+          Generative Pre-Training](https://openai.com/research/language-unsupervised)
+    """
+    if not isinstance(causal_lm, CausalLM):
+        raise _validation.invalid(
+            "causal_lm",
+            "a keras_selfattn.models.CausalLM",
+            type(causal_lm).__name__,
+            TypeError,
+        )
+    num_classes = _check_num_classes(num_classes)
+    pooling = _validation.one_of("pooling", pooling, _LM_POOLINGS)
+    dropout = _validation.rate("dropout", dropout)
+    trainable_backbone = _validation.boolean(
+        "trainable_backbone", trainable_backbone
+    )
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    backbone = CausalLMBackbone(
+        causal_lm, trainable=trainable_backbone, name="backbone"
+    )
+    probabilities = _head(backbone(ids), num_classes, pooling, dropout)
+    return keras.Model(ids, probabilities, name=name)
+
+
+def _check_num_classes(num_classes):
+    num_classes = _validation.positive_int("num_classes", num_classes)
+    if num_classes < 2:
+        raise _validation.invalid("num_classes", "an integer >= 2", num_classes)
+    return num_classes
+
+
+def _head(x, num_classes, pooling, dropout):
+    """Pooling, dropout and float32 softmax probabilities
+    `(batch_size, num_classes)` from masked features `(B, T, D)`."""
     x = SequencePooling(pooling, name="pooling")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    probabilities = keras.layers.Dense(
+    return keras.layers.Dense(
         num_classes, activation="softmax", dtype="float32", name="probabilities"
     )(x)
-    return keras.Model(ids, probabilities, name=name)
