@@ -162,6 +162,36 @@ def test_top_k_1_equals_greedy_and_seeds_reproduce_in_tf_function():
     np.testing.assert_array_equal(_np(traced(prompts, tf.constant(11))), eager)
 
 
+def test_an_eager_call_compiles_once_and_sees_new_weights(tmp_path):
+    # Eagerly on TensorFlow, generate runs a cached XLA function: the same
+    # tokens as a plain graph, one function for any seed, weights read at
+    # each call (not baked in), and nothing of it in the model's exports.
+    model = _model("rotary")
+    prompts = _pad(PROMPTS, "left")
+    sampler = TopPSampler(p=0.8)
+    xla = _np(model.generate(prompts, 5, sampler=sampler, seed=3))
+    plain = model.generate(prompts, 5, sampler, seed=3, jit_compile=False)
+    np.testing.assert_array_equal(xla, _np(plain))
+    model.generate(prompts, 5, sampler=sampler, seed=4)
+    assert len(model._generate_functions) == 2  # XLA and plain, any seed
+    before = _np(model.generate(prompts, 5))
+    model.set_weights([w * 1.5 for w in model.get_weights()])
+    assert not np.array_equal(_np(model.generate(prompts, 5)), before)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve", model.call, [tf.TensorSpec((None, None), tf.int32)]
+    )
+    archive.write_out(str(tmp_path / "lm"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "lm"))
+    assert not any("generate" in name for name in dir(served))
+    np.testing.assert_allclose(
+        _np(served.serve(prompts)), _np(model(prompts)), atol=1e-5
+    )
+    with pytest.raises(TypeError, match="argument `jit_compile`"):
+        model.generate(prompts, 5, jit_compile="yes")
+
+
 def test_stop_tokens_stop_a_row_and_pad_after_it():
     model = _model("learned")
     prompts = _pad(PROMPTS, "left")
