@@ -2,7 +2,23 @@
 string batch, frame ragged ids with start/end tokens within a length, and
 strip those tokens again before detokenizing."""
 
+import keras
 import tensorflow as tf
+
+
+def set_up_string_layer(layer):
+    """What a tokenizer layer sets after `Layer.__init__`: strings in (not
+    converted to floats, no XLA), the sub-word op made at first use, and
+    built at once unless a subclass defines `build`."""
+    # String ops cannot be compiled by XLA.
+    layer.supports_jit = False
+    layer._convert_input_args = False
+    layer._allow_non_tensor_positional_args = True
+    layer._tokenizer = None
+    # No weights, nothing shape-dependent: usable (and exportable with
+    # `ExportArchive.track`) before its first call. Not for a subclass
+    # that defines `build`: Keras would never call it.
+    layer.built = type(layer).build is keras.layers.Layer.build
 
 
 def string_batch(inputs):

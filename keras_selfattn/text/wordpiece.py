@@ -174,15 +174,7 @@ class WordPieceTokenizer(keras.layers.Layer):
         self.add_start_token = add_start_token
         self.add_end_token = add_end_token
         self.max_bytes_per_word = max_bytes_per_word
-        # String ops cannot be compiled by XLA.
-        self.supports_jit = False
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
-        self._tokenizer = None
-        # No weights, nothing shape-dependent: usable (and exportable with
-        # `ExportArchive.track`) before its first call. Not for a subclass
-        # that defines `build`: Keras would never call it.
-        self.built = type(self).build is keras.layers.Layer.build
+        _sequences.set_up_string_layer(self)
 
     @property
     def vocabulary_size(self):
