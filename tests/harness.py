@@ -567,6 +567,31 @@ TENSORFLOW_ONLY = ("export",)
 RAN = set()
 # How many tests of tests/layers/ the session selected (set by conftest.py).
 LAYER_TESTS_SELECTED = pytest.StashKey[int]()
+# Whether the session selected the coverage test (set by conftest.py).
+COVERAGE_SELECTED = pytest.StashKey[bool]()
+
+
+def public_layers():
+    """The layer classes `keras_selfattn` exports."""
+    import keras_selfattn
+
+    return [
+        getattr(keras_selfattn, name)
+        for name in keras_selfattn.__all__
+        if isinstance(getattr(keras_selfattn, name), type)
+        and issubclass(getattr(keras_selfattn, name), keras.layers.Layer)
+    ]
+
+
+def missing_checks(ran):
+    """{layer name: [checks]} of the public layers' checks for this backend
+    that are not among `ran`, (layer class name, check name) pairs."""
+    checks = checks_on_this_backend()
+    missing = {
+        cls.__name__: [c for c in checks if (cls.__name__, c) not in ran]
+        for cls in public_layers()
+    }
+    return {name: names for name, names in missing.items() if names}
 
 
 def _unavailable(name):

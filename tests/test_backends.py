@@ -84,7 +84,9 @@ def test_the_harness_passes_for_every_public_layer_on(backend, tmp_path):
     report = tmp_path / "report.xml"
     result = _run(
         backend,
-        ["-m", "pytest", "-q", "-m", "all_backends", f"--junitxml={report}"]
+        # -n 0: one process, so the coverage test sees every check.
+        ["-m", "pytest", "-q", "-n", "0", "-m", "all_backends"]
+        + [f"--junitxml={report}"]
         + ["tests/layers", "tests/test_harness_coverage.py"],
         timeout=1500,
     )
