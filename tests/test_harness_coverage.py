@@ -7,8 +7,6 @@ test to the end of the session. It runs on every backend
 asking for the checks that run there (`harness.checks_on_this_backend()`).
 """
 
-import os
-
 import keras
 import pytest
 
@@ -24,7 +22,7 @@ def test_the_public_api_has_layers():
 def test_every_public_layer_goes_through_the_harness(request):
     if not request.config.stash.get(harness.LAYER_TESTS_SELECTED, 0):
         pytest.skip("no test of tests/layers/ in this session")
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if hasattr(request.config, "workerinput"):  # a pytest-xdist worker
         # Each worker ran a part of the layer tests: conftest.py checks
         # the union of what they ran when the session ends, and fails the
         # session if a check is missing.
