@@ -609,7 +609,7 @@ class CausalLM(keras.Model):
                     if sampler.stochastic
                     else 0
                 )
-            seed = samplers_lib._check_seed(seed)
+            seed = samplers_lib.check_seed(seed)
             return compiled(prompt_ids, mask, ops.cast(seed, "int32"))
         return self._generate(
             prompt_ids, mask, max_new_tokens, sampler, stop, seed

@@ -127,7 +127,9 @@ def check_stop_token_ids(stop_token_ids):
     return tuple(int(value) for value in ids)
 
 
-def _check_seed(seed):
+def check_seed(seed):
+    """`seed` checked: `None`, a tensor (checked by its maker), or an int
+    in [0, 2**31 - 1]."""
     if seed is None or ops.is_tensor(seed):
         return seed
     seed = _validation.non_negative_int("seed", seed)
@@ -313,7 +315,7 @@ class Sampler:
         )
         stop = check_stop_token_ids(stop_token_ids)
         pad_id = _validation.non_negative_int("pad_id", pad_id)
-        seed = _check_seed(seed)
+        seed = check_seed(seed)
         prompt, prompt_mask = _prompt_and_mask(prompt, prompt_mask)
         if self.stochastic and seed is None:
             seed = keras.random.randint((), 0, 2**31 - 1, dtype="int32")
