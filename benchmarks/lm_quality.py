@@ -58,7 +58,6 @@ from keras_selfattn.models.causal_lm import next_token_batch  # noqa: E402
 from keras_selfattn.recipes import LanguageModelOptions  # noqa: E402
 from keras_selfattn.recipes import TimeBudget  # noqa: E402
 from keras_selfattn.recipes import language_model as recipe  # noqa: E402
-from keras_selfattn.recipes import learning_rate_schedule  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 DATA = os.environ.get(
@@ -96,19 +95,7 @@ def build_kerashub_lm(vocabulary_size, options, total_steps):
     hidden = backbone({"token_ids": token_ids, "padding_mask": padding_mask})
     logits = backbone.token_embedding(hidden, reverse=True)  # (B, T, V)
     model = keras.Model(token_ids, logits, name="kerashub_gpt2_lm")
-    schedule = learning_rate_schedule(
-        options.learning_rate,
-        options.lr_schedule,
-        total_steps=total_steps,
-        warmup_steps=options.warmup_steps,
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            schedule, beta_2=0.98, global_clipnorm=1.0
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    return model
+    return recipe.compile_language_model(model, options, total_steps)
 
 
 def windows_dataset(windows, batch_size, seed):

@@ -73,6 +73,7 @@ _SEQ2SEQ = (
 _LANGUAGE_MODEL = (
     "LanguageModelData",
     "build_language_model",
+    "compile_language_model",
     "evaluate_perplexity",
     "fit_language_model",
     "publish_language_model",
@@ -93,6 +94,9 @@ if TYPE_CHECKING:
     )
     from keras_selfattn.recipes.language_model import (
         build_language_model as build_language_model,
+    )
+    from keras_selfattn.recipes.language_model import (
+        compile_language_model as compile_language_model,
     )
     from keras_selfattn.recipes.language_model import (
         evaluate_perplexity as evaluate_perplexity,
@@ -145,6 +149,7 @@ __all__ = [
     "build_language_model",
     "build_seq2seq",
     "compare_with_published",
+    "compile_language_model",
     "evaluate_perplexity",
     "evaluate_seq2seq",
     "export_seq2seq",

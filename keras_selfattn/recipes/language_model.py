@@ -8,7 +8,8 @@ The pipeline of `examples/text_generation.py`, as steps that each take the
    and a SentencePiece (or WordPiece) tokenizer learned from the training
    texts (`LanguageModelData`), whose `windows` cut the tokenized documents
    into next-token training windows.
-2. `build_language_model`: a compiled `CausalLM`.
+2. `build_language_model`: a `CausalLM`, compiled by
+   `compile_language_model`.
 3. `fit_language_model`: training that survives an interruption
    (`fit_resumable`), on windows whose padding the loss ignores.
 4. `evaluate_perplexity`: the exact perplexity of a split, over its real
@@ -72,6 +73,7 @@ _TOKENIZE_BATCH = 512
 __all__ = [
     "LanguageModelData",
     "build_language_model",
+    "compile_language_model",
     "evaluate_perplexity",
     "fit_language_model",
     "publish_language_model",
@@ -330,19 +332,44 @@ def build_language_model(vocabulary_size, options, total_steps, strategy=None):
             dropout=options.dropout,
             name=options.name,
         )
-        schedule = learning_rate_schedule(
-            options.learning_rate,
-            options.lr_schedule,
-            total_steps=total_steps,
-            warmup_steps=options.warmup_steps,
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(
-                schedule, beta_2=0.98, global_clipnorm=1.0
-            ),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
+        compile_language_model(model, options, total_steps)
     print(f"parameters: {model.count_params():,}")
+    return model
+
+
+def compile_language_model(model, options, total_steps):
+    """Compile `model` for next-token training as `build_language_model`
+    does: Adam with `beta_2=0.98` and global norm clipping at 1, on
+    `learning_rate_schedule`, and a cross-entropy on the logits (weighted
+    by `next_token_batch`'s weights, 0 on padding).
+
+    Any model that maps token ids `(batch_size, seq_len)` to logits
+    `(batch_size, seq_len, vocab_size)` can be trained this way (the
+    benchmarks compile a KerasHub model with it, to compare like with
+    like). Call it under the strategy's scope, as the model was built.
+
+    Args:
+        model: a `keras.Model`, token ids in, logits out.
+        options: `LanguageModelOptions`: the learning rate, its schedule
+            and warm-up steps.
+        total_steps: int, the training steps in all (the cosine schedule's
+            length).
+
+    Returns:
+        `model`, compiled.
+    """
+    schedule = learning_rate_schedule(
+        options.learning_rate,
+        options.lr_schedule,
+        total_steps=total_steps,
+        warmup_steps=options.warmup_steps,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            schedule, beta_2=0.98, global_clipnorm=1.0
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
