@@ -49,6 +49,7 @@ from keras_selfattn.recipes.fitting import make_strategy as make_strategy
 from keras_selfattn.recipes.fitting import (
     worker_output_dir as worker_output_dir,
 )
+from keras_selfattn.recipes.runs import RunStart as RunStart
 from keras_selfattn.recipes.runs import (
     compare_with_published as compare_with_published,
 )
@@ -56,6 +57,7 @@ from keras_selfattn.recipes.runs import prepare_output_dir as prepare_output_dir
 from keras_selfattn.recipes.runs import (
     report_finished_run as report_finished_run,
 )
+from keras_selfattn.recipes.runs import start_run as start_run
 
 # The seq2seq and language-model recipes need TensorFlow: their names load
 # it on first access.
@@ -138,6 +140,7 @@ __all__ = [
     "EpochScalars",
     "LanguageModelData",
     "LanguageModelOptions",
+    "RunStart",
     "Seq2SeqData",
     "Seq2SeqOptions",
     "StopAtStep",
@@ -167,6 +170,7 @@ __all__ = [
     "report_finished_run",
     "require_modules",
     "sample_continuations",
+    "start_run",
     "tensorboard_callback",
     "train_language_model",
     "train_seq2seq",

@@ -45,12 +45,9 @@ from keras_selfattn.models.text_generator import tidy_spacing
 from keras_selfattn.recipes.args import LanguageModelOptions
 from keras_selfattn.recipes.fitting import fit_resumable
 from keras_selfattn.recipes.fitting import learning_rate_schedule
-from keras_selfattn.recipes.fitting import make_strategy
-from keras_selfattn.recipes.fitting import worker_output_dir
 from keras_selfattn.recipes.runs import METRICS_FILE
 from keras_selfattn.recipes.runs import compare_with_published
-from keras_selfattn.recipes.runs import prepare_output_dir
-from keras_selfattn.recipes.runs import report_finished_run
+from keras_selfattn.recipes.runs import start_run
 from keras_selfattn.text.files import find_split
 from keras_selfattn.text.files import read_columns
 from keras_selfattn.text.sentencepiece import SentencePieceTokenizer
@@ -722,21 +719,10 @@ def train_language_model(
         options = LanguageModelOptions()
     # Every option is checked here, before any data is read.
     options = dataclasses.replace(options, **overrides)
-    if config is None:
-        config = {
-            "data_dir": data_dir,
-            "output_dir": output_dir,
-            **dataclasses.asdict(options),
-        }
-    # Before any other TensorFlow work: multi-worker set-up must come first.
-    strategy = make_strategy(options.strategy)
-    # A finished run is reported, not trained nor published again.
-    run = prepare_output_dir(output_dir, options.overwrite, strategy)
-    if run == "finished":
-        return report_finished_run(output_dir)
-    # Only the chief writes to `output_dir` (other workers: a sub-folder).
-    output_dir = worker_output_dir(output_dir, strategy)
-    keras.utils.set_random_seed(options.seed)
+    run = start_run(data_dir, output_dir, options, config)
+    if run.finished_metrics is not None:
+        return run.finished_metrics
+    output_dir, strategy, config = run.output_dir, run.strategy, run.config
 
     # Only a resumed run reuses the saved tokenizer: its checkpoint needs
     # the same ids; a fresh run learns it from its data.
@@ -745,7 +731,7 @@ def train_language_model(
         output_dir,
         options,
         preprocess=preprocess,
-        reuse_vocabulary=run == "resume",
+        reuse_vocabulary=run.state == "resume",
     )
     train = data.windows("train", options.sequence_length)
     model = build_language_model(

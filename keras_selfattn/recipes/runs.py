@@ -1,28 +1,36 @@
 """A recipe's output folder: start, resume, report, or refuse; compare.
 
-`prepare_output_dir` decides whether a run starts, resumes, stops (already
-finished) or is refused, so a re-run never re-publishes by accident;
+`start_run` is a driver's first step (strategy, folder, seed, in that
+order); `prepare_output_dir` decides whether a run starts, resumes, stops
+(already finished) or is refused, so a re-run never re-publishes by
+accident;
 `report_finished_run` and `compare_with_published` tell the operator what
 is there. The module imports no TensorFlow: `compare_with_published`
 imports it (through `keras_selfattn.export`) when called.
 """
 
+import dataclasses
 import json
 import numbers
 import os
 import shutil
 
+import keras
+
 from keras_selfattn.layers import _validation
 from keras_selfattn.recipes.fitting import BACKUP_DIR
+from keras_selfattn.recipes.fitting import make_strategy
 from keras_selfattn.recipes.fitting import worker_output_dir
 
 # Written last by every recipe: its presence marks a finished run.
 METRICS_FILE = "metrics.json"
 
 __all__ = [
+    "RunStart",
     "compare_with_published",
     "prepare_output_dir",
     "report_finished_run",
+    "start_run",
 ]
 
 
@@ -261,3 +269,89 @@ def compare_with_published(export_dir, metrics, keys):
     )
     print(line)
     return line
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStart:
+    """What `start_run` found and set up (it makes these; a driver reads
+    them).
+
+    Args:
+        state: str, `prepare_output_dir`'s answer: `"new"`, `"resume"`,
+            `"finished"` or `"overwrite"`.
+        output_dir: str, the folder this process writes to
+            (`worker_output_dir`: a sub-folder on a non-chief worker).
+        strategy: the `tf.distribute.Strategy` of `make_strategy`.
+        config: dict, the run's configuration to record in its metrics.
+        finished_metrics: dict or `None`, a finished run's metrics
+            (`report_finished_run`'s): the driver returns them and does
+            nothing else. Defaults to `None`.
+
+    Example:
+
+    >>> from keras_selfattn.recipes import RunStart
+    >>> run = RunStart("resume", "runs/lm", None, {"seed": 0})
+    >>> run.state, run.finished_metrics
+    ('resume', None)
+    """
+
+    state: str
+    output_dir: str
+    strategy: object
+    config: dict
+    finished_metrics: dict | None = None
+
+
+def start_run(data_dir, output_dir, options, config=None):
+    """A recipe driver's first step: strategy, output folder, seed.
+
+    In the order they must come: `make_strategy(options.strategy)` (before
+    any other TensorFlow work, which multi-worker set-up needs), then
+    `prepare_output_dir` (a finished run is reported by
+    `report_finished_run` and nothing else happens), `worker_output_dir`
+    (only the chief writes to `output_dir`) and
+    `keras.utils.set_random_seed(options.seed)`.
+
+    Args:
+        data_dir: str, the run's data folder (recorded in the default
+            `config`).
+        output_dir: str, the run's folder.
+        options: a `TrainingOptions` dataclass (its `strategy`,
+            `overwrite` and `seed` are used).
+        config: dict or `None`, the configuration to record. Defaults to
+            `None`: `data_dir`, `output_dir` and the options' fields.
+
+    Returns:
+        A `RunStart`.
+
+    Example:
+
+    >>> import tempfile
+    >>> from keras_selfattn.recipes import TrainingOptions
+    >>> from keras_selfattn.recipes import start_run
+    >>> run = start_run("data", tempfile.mkdtemp(), TrainingOptions(seed=3))
+    >>> run.state, run.finished_metrics, run.config["seed"]
+    ('new', None, 3)
+    """
+    if config is None:
+        config = {
+            "data_dir": data_dir,
+            "output_dir": output_dir,
+            **dataclasses.asdict(options),
+        }
+    # Before any other TensorFlow work: multi-worker set-up must come first.
+    strategy = make_strategy(options.strategy)
+    # A finished run is reported, not trained nor published again.
+    state = prepare_output_dir(output_dir, options.overwrite, strategy)
+    if state == "finished":
+        return RunStart(
+            state,
+            output_dir,
+            strategy,
+            config,
+            finished_metrics=report_finished_run(output_dir),
+        )
+    # Only the chief writes to `output_dir` (other workers: a sub-folder).
+    output_dir = worker_output_dir(output_dir, strategy)
+    keras.utils.set_random_seed(options.seed)
+    return RunStart(state, output_dir, strategy, config)

@@ -44,12 +44,9 @@ from keras_selfattn.plotting import plot_attention
 from keras_selfattn.recipes.args import Seq2SeqOptions
 from keras_selfattn.recipes.fitting import fit_resumable
 from keras_selfattn.recipes.fitting import learning_rate_schedule
-from keras_selfattn.recipes.fitting import make_strategy
-from keras_selfattn.recipes.fitting import worker_output_dir
 from keras_selfattn.recipes.runs import METRICS_FILE
 from keras_selfattn.recipes.runs import compare_with_published
-from keras_selfattn.recipes.runs import prepare_output_dir
-from keras_selfattn.recipes.runs import report_finished_run
+from keras_selfattn.recipes.runs import start_run
 from keras_selfattn.text.files import find_split
 from keras_selfattn.text.files import read_columns
 from keras_selfattn.text.wordpiece import WordPieceTokenizer
@@ -582,26 +579,15 @@ def train_seq2seq(
         raise _validation.invalid(
             "evaluate", "a callable", evaluate, error=TypeError
         )
-    if config is None:
-        config = {
-            "data_dir": data_dir,
-            "output_dir": output_dir,
-            **dataclasses.asdict(options),
-        }
-    # Before any other TensorFlow work: multi-worker set-up must come first.
-    strategy = make_strategy(options.strategy)
-    # A finished run is reported, not trained nor published again.
-    run = prepare_output_dir(output_dir, options.overwrite, strategy)
-    if run == "finished":
-        return report_finished_run(output_dir)
-    # Only the chief writes to `output_dir` (other workers: a sub-folder).
-    output_dir = worker_output_dir(output_dir, strategy)
-    keras.utils.set_random_seed(options.seed)
+    run = start_run(data_dir, output_dir, options, config)
+    if run.finished_metrics is not None:
+        return run.finished_metrics
+    output_dir, strategy, config = run.output_dir, run.strategy, run.config
 
     # Only a resumed run reuses the saved vocabularies: its checkpoint
     # needs the same ids; a fresh run learns them from its data.
     data = read_seq2seq_data(
-        data_dir, output_dir, options, reuse_vocabulary=run == "resume"
+        data_dir, output_dir, options, reuse_vocabulary=run.state == "resume"
     )
     model = build_seq2seq(data, options, strategy)
     _, record = fit_seq2seq(model, data, output_dir, options, callbacks)
