@@ -5,6 +5,20 @@ strip those tokens again before detokenizing."""
 import keras
 import tensorflow as tf
 
+from keras_selfattn.layers import _validation
+
+
+def check_sequence_length(sequence_length, add_start_token, add_end_token):
+    """A fixed `sequence_length` must leave room for a token besides the
+    start and end tokens; raises the `ValueError` of `_validation`."""
+    specials = int(add_start_token) + int(add_end_token)
+    if sequence_length is not None and sequence_length <= specials:
+        raise _validation.invalid(
+            "sequence_length",
+            f"an integer greater than {specials} (the start/end tokens)",
+            sequence_length,
+        )
+
 
 def set_up_string_layer(layer):
     """What a tokenizer layer sets after `Layer.__init__`: strings in (not

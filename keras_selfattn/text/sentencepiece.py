@@ -129,13 +129,9 @@ class SentencePieceTokenizer(keras.layers.Layer):
                     f"False for a model without a {key}",
                     value,
                 )
-        specials = int(add_start_token) + int(add_end_token)
-        if sequence_length is not None and sequence_length <= specials:
-            raise _validation.invalid(
-                "sequence_length",
-                f"an integer greater than {specials} (the start/end tokens)",
-                sequence_length,
-            )
+        _sequences.check_sequence_length(
+            sequence_length, add_start_token, add_end_token
+        )
         kwargs.setdefault("dtype", "int32")
         super().__init__(**kwargs)
         self.proto = proto
