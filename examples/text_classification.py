@@ -2,8 +2,9 @@
 Title: Text classification with a self-attention Transformer, from raw text
 Description: Learn a WordPiece vocabulary, tokenize inside tf.data, train a
     Transformer classifier on SST-2 or IMDB (or any TSV/JSONL file of that
-    shape) with checkpoints that survive an interruption, then save and export
-    an end-to-end model that takes raw strings.
+    shape) with checkpoints that survive an interruption, from scratch or
+    from a pre-trained language model, then save and export an end-to-end
+    model that takes raw strings.
 Requirements: keras-selfattn[examples] (tensorflow, keras, tensorflow-text,
     matplotlib for the attention plot, scikit-learn for the TF-IDF baseline;
     checked at start), tensorboard for full TensorBoard logs (optional).
@@ -31,6 +32,31 @@ the model and `metrics.json`, and publishes the next `serving/<version>`.
 Label names come from `--label-names negative,positive` (one per class, in
 label-id order), else from a `label_names.txt` in `--data-dir` (one name per
 line), else from the data.
+
+Starting from a language model instead of from scratch:
+
+    python examples/text_generation.py \\
+        --data-dir ../shared/data/classification/imdb --output-dir runs/lm
+    python examples/text_classification.py \\
+        --data-dir ../shared/data/classification/imdb --output-dir runs/clf \\
+        --from-lm runs/lm
+
+    python examples/text_classification.py \\
+        --data-dir ../shared/data/classification/imdb --output-dir runs/clf2 \\
+        --pretrain-minutes 15
+
+`--from-lm RUN_DIR` fine-tunes the `CausalLM` of a finished
+`examples/text_generation.py` run (`build_classifier_from_lm`, pooled by
+`--lm-pooling mean|last|max`), tokenizing with that run's tokenizer; the
+sizes (`--vocabulary-size`, `--embed-dim`, `--num-heads`, `--ff-dim`,
+`--num-layers`) are the language model's, and giving another value is an
+error. `--pretrain-minutes M` and/or `--pretrain-max-steps N` first
+pre-train that language model here, with the sizes given, on the training
+texts (or on `--pretrain-data-dir`), into `<output-dir>/pretrain` (resumed
+after an interruption; redone by `--overwrite`), then go on as
+`--from-lm`. `metrics.json` records `from_lm`, `pretrain` (the language
+model's steps, training seconds and test perplexity) and
+`total_train_seconds` (pre-training included).
 """
 
 """## Setup"""
@@ -499,12 +525,14 @@ def fill_default_sizes(args):
             setattr(args, name, default)
 
 
-def pretrain_and_load(args, data_dir, callbacks=()):
+def pretrain_and_load(args, data_dir, strategy, callbacks=()):
     """`--pretrain-*`: pre-train (or resume, or find finished) the
-    language model, then load it as `--from-lm` would."""
+    language model, then load it as `--from-lm` would (in `strategy`'s
+    scope: its variables are the classifier's)."""
     fill_default_sizes(args)
     args.from_lm = pretrain_language_model(args, data_dir, callbacks)
-    start = load_language_model_run(args.from_lm, args.sequence_length)
+    with strategy.scope():
+        start = load_language_model_run(args.from_lm, args.sequence_length)
     take_language_model_sizes(args, start[0], start[2], args.from_lm)
     # The classifier's head starts as on an uninterrupted run.
     keras.utils.set_random_seed(args.seed)
@@ -808,7 +836,9 @@ def main(argv=None, callbacks=(), pretrain_callbacks=()):
     start = None
     if args.from_lm is not None:
         # Loaded first: a wrong folder or size fails before any data work.
-        start = load_language_model_run(args.from_lm, args.sequence_length)
+        # Its variables are the classifier's: made in the strategy's scope.
+        with strategy.scope():
+            start = load_language_model_run(args.from_lm, args.sequence_length)
         take_language_model_sizes(args, start[0], start[2], args.from_lm)
     data_dir = resolve_data_dir(args)
     splits, label_names = load_splits(args, data_dir)
@@ -834,7 +864,7 @@ def main(argv=None, callbacks=(), pretrain_callbacks=()):
     language model's tokenizer instead (SentencePiece, by default).
     """
     if pretraining(args):
-        start = pretrain_and_load(args, data_dir, pretrain_callbacks)
+        start = pretrain_and_load(args, data_dir, strategy, pretrain_callbacks)
     if start is None:
         causal_lm, lm_pretrain = None, None
         tokenizer = learn_tokenizer(args, train_texts)

@@ -176,6 +176,9 @@ def test_from_lm_starts_from_a_finished_run(pretrained, tmp_path):
         "--max-steps",
         "3",
         "--no-baseline",
+        # The language model's variables are made in the strategy's scope.
+        "--strategy",
+        "mirrored",
     )
     assert metrics["from_lm"] == run_dir
     assert metrics["pretrain"]["trained_in_this_run"] is False
