@@ -2,8 +2,9 @@
 Title: Text classification with a self-attention Transformer, from raw text
 Description: Learn a WordPiece vocabulary, tokenize inside tf.data, train a
     Transformer classifier on SST-2 or IMDB (or any TSV/JSONL file of that
-    shape) with checkpoints that survive an interruption, then save and export
-    an end-to-end model that takes raw strings.
+    shape) with checkpoints that survive an interruption, from scratch or
+    from a pre-trained language model, then save and export an end-to-end
+    model that takes raw strings.
 Requirements: keras-selfattn[examples] (tensorflow, keras, tensorflow-text,
     matplotlib for the attention plot, scikit-learn for the TF-IDF baseline;
     checked at start), tensorboard for full TensorBoard logs (optional).
@@ -31,6 +32,31 @@ the model and `metrics.json`, and publishes the next `serving/<version>`.
 Label names come from `--label-names negative,positive` (one per class, in
 label-id order), else from a `label_names.txt` in `--data-dir` (one name per
 line), else from the data.
+
+Starting from a language model instead of from scratch:
+
+    python examples/text_generation.py \\
+        --data-dir ../shared/data/classification/imdb --output-dir runs/lm
+    python examples/text_classification.py \\
+        --data-dir ../shared/data/classification/imdb --output-dir runs/clf \\
+        --from-lm runs/lm
+
+    python examples/text_classification.py \\
+        --data-dir ../shared/data/classification/imdb --output-dir runs/clf2 \\
+        --pretrain-minutes 15
+
+`--from-lm RUN_DIR` fine-tunes the `CausalLM` of a finished
+`examples/text_generation.py` run (`build_classifier_from_lm`, pooled by
+`--lm-pooling mean|last|max`), tokenizing with that run's tokenizer; the
+sizes (`--vocabulary-size`, `--embed-dim`, `--num-heads`, `--ff-dim`,
+`--num-layers`) are the language model's, and giving another value is an
+error. `--pretrain-minutes M` and/or `--pretrain-max-steps N` first
+pre-train that language model here, with the sizes given, on the training
+texts (or on `--pretrain-data-dir`), into `<output-dir>/pretrain` (resumed
+after an interruption; redone by `--overwrite`), then go on as
+`--from-lm`. `metrics.json` records `from_lm`, `pretrain` (the language
+model's steps, training seconds and test perplexity) and
+`total_train_seconds` (pre-training included).
 """
 
 """## Setup"""
@@ -54,9 +80,17 @@ import tensorflow as tf
 
 import keras_selfattn
 from keras_selfattn import recipes
+from keras_selfattn.models import CausalLM
 from keras_selfattn.models import TextClassifier
+from keras_selfattn.models import build_classifier_from_lm
 from keras_selfattn.models import build_text_classifier
+from keras_selfattn.models.causal_lm import ABSOLUTE_POSITIONS
 from keras_selfattn.plotting import plot_attention
+from keras_selfattn.recipes.fitting import BACKUP_DIR
+from keras_selfattn.recipes.language_model import SENTENCEPIECE_FILE
+from keras_selfattn.recipes.language_model import VOCABULARY_FILE
+from keras_selfattn.recipes.runs import METRICS_FILE
+from keras_selfattn.text import SentencePieceTokenizer
 from keras_selfattn.text import WordPieceTokenizer
 from keras_selfattn.text import find_split
 from keras_selfattn.text import learn_wordpiece_vocabulary
@@ -77,6 +111,35 @@ SMALL_DATA_ROWS = 100_000
 KEY_METRICS = ("test_accuracy", "test_loss")
 # In `--data-dir`: one class name per line, in label-id order.
 LABEL_NAMES_FILE = "label_names.txt"
+# The model's sizes, by flag, and their defaults from scratch (and for
+# `--pretrain-*`); with `--from-lm` they are the language model's.
+SIZE_DEFAULTS = {
+    "vocabulary_size": 8000,
+    "embed_dim": 64,
+    "num_heads": 4,
+    "ff_dim": 128,
+    "num_layers": 2,
+}
+# `--learning-rate`'s default, by start (see `default_learning_rate`).
+LEARNING_RATES = {"scratch": 1e-3, "language_model": 3e-4}
+# The `--pretrain-*` language model's run, under `--output-dir`.
+PRETRAIN_DIR = "pretrain"
+# Its options but for the sizes and limits the flags give: those of
+# `examples/text_generation.py` (tuned on IMDB, 2 CPU cores), and few
+# scored test texts, so that its perplexity takes seconds, not minutes.
+PRETRAIN_OPTIONS = {
+    "name": "language_model",
+    "tokenizer": "sentencepiece",
+    "batch_size": 32,
+    "learning_rate": 1e-3,
+    "max_validation_rows": 250,
+    "max_eval_rows": 1000,
+    "vocabulary_rows": 2000,
+}
+# Its epochs (a backup each): at most this many steps each, and at most
+# this many epochs under a time budget alone.
+PRETRAIN_STEPS_PER_EPOCH = 200
+PRETRAIN_MAX_EPOCHS = 100
 
 """## Getting the data
 
@@ -336,6 +399,298 @@ def default_dropout(train_rows):
     return 0.3 if train_rows < SMALL_DATA_ROWS else 0.1
 
 
+"""## Starting from a language model
+
+A Transformer trained from scratch on a few thousand labelled texts learns
+its words from those texts only. A language model trained first on
+unlabelled text (the same texts without their labels, or any other) has
+learned them already; the classifier can start from it
+(`build_classifier_from_lm`: the LM's embedding, causal blocks and final
+norm, then a pooling and a softmax head) and fine-tune all of it. Two
+ways in:
+
+- `--from-lm RUN_DIR`: the folder of a finished
+  `examples/text_generation.py` run. The classifier tokenizes with that
+  run's tokenizer (the ids the LM was trained on, with its start and end
+  tokens), and its sizes are the LM's.
+- `--pretrain-minutes M` (or `--pretrain-max-steps N`): pre-train that
+  language model first, with `recipes.train_language_model`, on the
+  training texts (or on `--pretrain-data-dir`), with the classifier's
+  sizes, into `<output-dir>/pretrain`; then start from it as above.
+
+`metrics.json` records the start (`from_lm`, `pretrain`) and
+`total_train_seconds`, pre-training included, so that runs that cost the
+same CPU time can be compared.
+"""
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def pretraining(args):
+    """Whether this run pre-trains its language model (`--pretrain-*`)."""
+    return args.pretrain_minutes is not None or (
+        args.pretrain_max_steps is not None
+    )
+
+
+def check_start_flags(args):
+    """Refuse flags that do not go together, before any data is read."""
+    if args.from_lm is not None and pretraining(args):
+        given = "--pretrain-minutes"
+        if args.pretrain_minutes is None:
+            given = "--pretrain-max-steps"
+        raise ValueError(
+            f"Received both --from-lm and {given}: start from a finished "
+            "language-model run (--from-lm) or pre-train one here "
+            "(--pretrain-minutes / --pretrain-max-steps), not both. "
+            f"Received: --from-lm={args.from_lm!r}"
+        )
+    if args.pretrain_data_dir is not None and not pretraining(args):
+        raise ValueError(
+            "Received --pretrain-data-dir without --pretrain-minutes or "
+            "--pretrain-max-steps, which turn pre-training on. Received: "
+            f"--pretrain-data-dir={args.pretrain_data_dir!r}"
+        )
+    if pretraining(args) and args.strategy == "multiworker":
+        raise ValueError(
+            "Received --strategy multiworker with --pretrain-*: pre-train "
+            "with examples/text_generation.py first, then pass its folder "
+            "to --from-lm."
+        )
+
+
+def default_learning_rate(from_lm):
+    """`--learning-rate`'s default: 1e-3 from scratch, 3e-4 when starting
+    from a language model (a third of the rate it was pre-trained with,
+    so fine-tuning does not wash out what it learned; as GPT fine-tunes at
+    a quarter of its pre-training rate). Not measured on real data."""
+    return LEARNING_RATES["language_model" if from_lm else "scratch"]
+
+
+def must_pretrain_afresh(pretrain_dir, overwrite):
+    """Whether `pretrain_dir` must be trained from scratch: with
+    `--overwrite`, and when it holds neither a finished run
+    (`metrics.json`) nor an interrupted one to resume (`backup/`), so
+    that an interruption before the first epoch ended restarts it
+    instead of being refused."""
+    if overwrite or not os.path.isdir(pretrain_dir):
+        return True
+    return not {METRICS_FILE, BACKUP_DIR} & set(os.listdir(pretrain_dir))
+
+
+def pretrain_language_model(args, data_dir, callbacks=()):
+    """Pre-train (or resume, or report) `<output-dir>/pretrain`, a
+    `CausalLM` with the classifier's sizes, on `--pretrain-data-dir` or
+    the classifier's texts; returns its folder."""
+    pretrain_dir = os.path.join(args.output_dir, PRETRAIN_DIR)
+    max_steps = args.pretrain_max_steps
+    steps_per_epoch = PRETRAIN_STEPS_PER_EPOCH
+    epochs = PRETRAIN_MAX_EPOCHS
+    if max_steps is not None:
+        # Epochs end at the step cap: a backup at each, none wasted.
+        steps_per_epoch = min(steps_per_epoch, max_steps)
+        epochs = math.ceil(max_steps / steps_per_epoch)
+    print(f"pre-training a language model in {pretrain_dir}")
+    recipes.train_language_model(
+        args.pretrain_data_dir or data_dir,
+        pretrain_dir,
+        **PRETRAIN_OPTIONS,
+        text_column=args.text_column,
+        max_train_rows=args.max_train_rows,
+        vocabulary_size=args.vocabulary_size,
+        sequence_length=args.sequence_length,
+        hidden_dim=args.embed_dim,
+        num_heads=args.num_heads,
+        ff_dim=args.ff_dim,
+        num_layers=args.num_layers,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        max_steps=max_steps,
+        time_budget_minutes=args.pretrain_minutes,
+        seed=args.seed,
+        strategy=args.strategy,
+        verbose=args.verbose,
+        overwrite=must_pretrain_afresh(pretrain_dir, args.overwrite),
+        callbacks=callbacks,
+    )
+    return pretrain_dir
+
+
+def fill_default_sizes(args):
+    """The size flags not given take their from-scratch defaults."""
+    for name, default in SIZE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
+def pretrain_and_load(args, data_dir, strategy, callbacks=()):
+    """`--pretrain-*`: pre-train (or resume, or find finished) the
+    language model, then load it as `--from-lm` would (in `strategy`'s
+    scope: its variables are the classifier's)."""
+    fill_default_sizes(args)
+    args.from_lm = pretrain_language_model(args, data_dir, callbacks)
+    with strategy.scope():
+        start = load_language_model_run(args.from_lm, args.sequence_length)
+    take_language_model_sizes(args, start[0], start[2], args.from_lm)
+    # The classifier's head starts as on an uninterrupted run.
+    keras.utils.set_random_seed(args.seed)
+    return start
+
+
+def learn_tokenizer(args, train_texts):
+    """From scratch: a WordPiece tokenizer learned from the training
+    texts."""
+    fill_default_sizes(args)
+    vocabulary = learn_wordpiece_vocabulary(
+        tf.data.Dataset.from_tensor_slices(train_texts),
+        vocabulary_size=args.vocabulary_size,
+    )
+    print(f"vocabulary: {len(vocabulary)} WordPiece tokens")
+    return WordPieceTokenizer(
+        vocabulary, sequence_length=args.sequence_length, name="tokenizer"
+    )
+
+
+def _not_a_run(run_dir, why):
+    return FileNotFoundError(
+        "Received an invalid value for `--from-lm`, expected the folder of "
+        "a finished examples/text_generation.py run (its metrics.json, "
+        f"<name>.keras and {SENTENCEPIECE_FILE} or {VOCABULARY_FILE}); "
+        f"{why}. Received: --from-lm={run_dir!r}"
+    )
+
+
+def load_language_model_run(run_dir, sequence_length):
+    """A finished language-model run's `CausalLM`, a tokenizer for the
+    classifier (the run's, with start and end tokens as the LM was
+    trained, `sequence_length` ids a text) and the run's metrics."""
+    if not os.path.isdir(run_dir):
+        raise _not_a_run(run_dir, "there is no such folder")
+    metrics_path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.exists(metrics_path):
+        raise _not_a_run(
+            run_dir,
+            f"it holds no {METRICS_FILE}: the run did not finish (re-run its "
+            "command to finish it)",
+        )
+    with open(metrics_path, encoding="utf-8") as f:
+        metrics = json.load(f)
+    if not metrics.get("model_path"):
+        raise _not_a_run(run_dir, f"its {METRICS_FILE} names no model_path")
+    # The model beside metrics.json: the run's folder may have moved.
+    model_path = os.path.join(run_dir, os.path.basename(metrics["model_path"]))
+    if not os.path.exists(model_path):
+        raise _not_a_run(run_dir, f"its model {model_path} is missing")
+    causal_lm = keras.saving.load_model(model_path)
+    if not isinstance(causal_lm, CausalLM):
+        raise _not_a_run(
+            run_dir,
+            f"{model_path} holds a {type(causal_lm).__name__}, not a CausalLM",
+        )
+    sentencepiece = os.path.join(run_dir, SENTENCEPIECE_FILE)
+    wordpiece = os.path.join(run_dir, VOCABULARY_FILE)
+    common = {
+        "sequence_length": sequence_length,
+        # As the language-model recipe tokenizes its documents.
+        "add_start_token": True,
+        "add_end_token": True,
+        "name": "tokenizer",
+    }
+    if os.path.exists(sentencepiece):
+        tokenizer = SentencePieceTokenizer(sentencepiece, **common)
+    elif os.path.exists(wordpiece):
+        lower_case = metrics.get("config", {}).get("lower_case", False)
+        tokenizer = WordPieceTokenizer(
+            wordpiece, lower_case=lower_case, **common
+        )
+    else:
+        raise _not_a_run(run_dir, "it holds no tokenizer file")
+    if tokenizer.vocabulary_size != causal_lm.vocab_size:
+        raise _not_a_run(
+            run_dir,
+            f"its tokenizer has {tokenizer.vocabulary_size} tokens but its "
+            f"model {causal_lm.vocab_size}",
+        )
+    return causal_lm, tokenizer, metrics
+
+
+def language_model_sizes(causal_lm, lm_metrics):
+    """The size flags' values of a language model's classifier. The
+    vocabulary size is the one its run asked for (a SentencePiece model
+    learned from little text may hold fewer tokens)."""
+    requested = lm_metrics.get("config", {}).get("vocabulary_size")
+    return {
+        "vocabulary_size": requested or causal_lm.vocab_size,
+        "embed_dim": causal_lm.hidden_dim,
+        "num_heads": causal_lm.num_heads,
+        "ff_dim": causal_lm.ff_dim,
+        "num_layers": causal_lm.num_layers,
+    }
+
+
+def take_language_model_sizes(args, causal_lm, lm_metrics, run_dir):
+    """Set the size flags to the language model's; a flag given with
+    another value is an error naming it and the LM's value."""
+    for name, value in language_model_sizes(causal_lm, lm_metrics).items():
+        given = getattr(args, name)
+        if given is not None and given != value:
+            hint = (
+                "pass --overwrite to pre-train again with the new sizes"
+                if pretraining(args)
+                else "leave the flag out: the sizes are the language model's"
+            )
+            raise ValueError(
+                f"Received an invalid value for `{_flag(name)}`, expected "
+                f"the language model's, {value} (in {run_dir}), or no "
+                f"{_flag(name)}; {hint}. Received: {_flag(name)}={given}"
+            )
+        setattr(args, name, value)
+    longest = causal_lm.max_length
+    if longest is not None and args.sequence_length > longest:
+        raise ValueError(
+            f"Received an invalid value for `--sequence-length`, expected at "
+            f"most {longest}, the language model's max_length (in "
+            f"{run_dir}). Received: --sequence-length={args.sequence_length}"
+        )
+
+
+def pretrain_record(lm_metrics, run_dir, trained_here):
+    """What `metrics.json` says of the language model it starts from."""
+    return {
+        "run_dir": run_dir,
+        "trained_in_this_run": trained_here,
+        "steps": lm_metrics.get("steps"),
+        "train_seconds": lm_metrics.get("train_seconds"),
+        "test_perplexity": lm_metrics.get("test_perplexity"),
+    }
+
+
+def first_block_attention(classifier, ids):
+    """The first block's attention on `ids` `(1, T)` (no padding):
+    `(scores (1, heads, T, T), block name)`, or `(None, why not)`."""
+    names = {layer.name for layer in classifier.layers}
+    if "backbone" not in names:
+        embedded = classifier.get_layer("embedding")(ids)  # (1, T, D)
+        block = classifier.get_layer("transformer_block_0")
+    else:
+        causal_lm = classifier.get_layer("backbone").causal_lm
+        if causal_lm.position_embedding in ABSOLUTE_POSITIONS:
+            return None, (
+                "its language model adds absolute position embeddings "
+                "before the first block"
+            )
+        # Positions are inside the blocks (rotary, ...): the block's input
+        # is the token embedding alone, as in `CausalLM.hidden_states`.
+        embedded = causal_lm.token_embedding(ids)  # (1, T, D)
+        block = causal_lm.blocks[0]
+    _, scores = block(
+        embedded, mask=ids != 0, return_attention_scores=True
+    )  # (1, heads, T, T)
+    return scores, block.name
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     data = p.add_argument_group("data")
@@ -353,12 +708,16 @@ def parse_args(argv):
     data.add_argument("--max-train-rows", type=int, default=None)
     data.add_argument("--output-dir", default="runs/text_classification")
     model = p.add_argument_group("model")
-    model.add_argument("--vocabulary-size", type=int, default=8000)
+    for name, default in SIZE_DEFAULTS.items():
+        # `None`: not given (a size given with --from-lm must be the LM's).
+        model.add_argument(
+            _flag(name),
+            type=int,
+            default=None,
+            help=f"default: {default}; with --from-lm, the language model's "
+            "(another value is an error)",
+        )
     model.add_argument("--sequence-length", type=int, default=64)
-    model.add_argument("--embed-dim", type=int, default=64)
-    model.add_argument("--num-heads", type=int, default=4)
-    model.add_argument("--ff-dim", type=int, default=128)
-    model.add_argument("--num-layers", type=int, default=2)
     model.add_argument(
         "--dropout",
         type=float,
@@ -366,8 +725,56 @@ def parse_args(argv):
         help=f"default: sized to the data, 0.3 below {SMALL_DATA_ROWS:,} "
         "training rows, else 0.1",
     )
+    start = p.add_argument_group(
+        "start from a language model (default: from scratch)"
+    )
+    start.add_argument(
+        "--from-lm",
+        default=None,
+        metavar="RUN_DIR",
+        help="the folder of a finished examples/text_generation.py run: "
+        "fine-tune its language model, with its tokenizer and sizes",
+    )
+    start.add_argument(
+        "--pretrain-minutes",
+        type=float,
+        default=None,
+        help="first pre-train a language model for this long, with the "
+        "sizes above, on the training texts (or --pretrain-data-dir), into "
+        f"<output-dir>/{PRETRAIN_DIR}, then start from it",
+    )
+    start.add_argument(
+        "--pretrain-max-steps",
+        type=int,
+        default=None,
+        help="pre-train for at most this many steps (with or without "
+        "--pretrain-minutes)",
+    )
+    start.add_argument(
+        "--pretrain-data-dir",
+        default=None,
+        help="pre-train on this folder's train/validation/test files "
+        "(column --text-column, no labels needed) instead",
+    )
+    start.add_argument(
+        "--lm-pooling",
+        choices=("mean", "last", "max"),
+        default="mean",
+        help="how the classifier reads the language model's hidden states: "
+        "their mean or max over the real tokens, or the last token's (the "
+        "end token, which has seen the whole text)",
+    )
     # --epochs, --max-steps, --time-budget-minutes, --lr-schedule, ...
-    train = recipes.add_training_arguments(p, epochs=3, learning_rate=1e-3)
+    train = recipes.add_training_arguments(p, epochs=3)
+    # Chosen by start (`default_learning_rate`) when not given.
+    p.set_defaults(learning_rate=None)
+    train.description = (
+        "--learning-rate defaults to "
+        f"{LEARNING_RATES['scratch']:g} from scratch and to "
+        f"{LEARNING_RATES['language_model']:g} from a language model "
+        "(--from-lm, --pretrain-*; not measured on real data). "
+        "--time-budget-minutes and --max-steps bound the fine-tuning only."
+    )
     train.add_argument(
         "--early-stopping",
         action=argparse.BooleanOptionalAction,
@@ -392,9 +799,11 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def main(argv=None, callbacks=()):
-    """Runs the example; `callbacks` are extra Keras callbacks for `fit`."""
+def main(argv=None, callbacks=(), pretrain_callbacks=()):
+    """Runs the example; `callbacks` are extra Keras callbacks for `fit`,
+    `pretrain_callbacks` for the pre-training's."""
     args = parse_args(argv)
+    check_start_flags(args)
     # A missing optional package stops the run now, not after training.
     recipes.require_modules(
         REQUIRED_MODULES + (BASELINE_MODULES if args.baseline else ())
@@ -412,12 +821,25 @@ def main(argv=None, callbacks=()):
     (`backup/`) resumes, any other used folder is refused, and
     `--overwrite` trains a fresh run that publishes the next version.
     """
-    run = recipes.prepare_output_dir(args.output_dir, args.overwrite, strategy)
+    run = recipes.prepare_output_dir(
+        args.output_dir,
+        args.overwrite,
+        strategy,
+        # The pre-training's run folder looks after itself.
+        ignore=(PRETRAIN_DIR,) if pretraining(args) else (),
+    )
     if run == "finished":
         return recipes.report_finished_run(args.output_dir, KEY_METRICS)
     # Only the chief writes to --output-dir (other workers: a sub-folder).
     args.output_dir = recipes.worker_output_dir(args.output_dir, strategy)
     keras.utils.set_random_seed(args.seed)
+    start = None
+    if args.from_lm is not None:
+        # Loaded first: a wrong folder or size fails before any data work.
+        # Its variables are the classifier's: made in the strategy's scope.
+        with strategy.scope():
+            start = load_language_model_run(args.from_lm, args.sequence_length)
+        take_language_model_sizes(args, start[0], start[2], args.from_lm)
     data_dir = resolve_data_dir(args)
     splits, label_names = load_splits(args, data_dir)
     for split, (texts, _) in splits.items():
@@ -434,19 +856,32 @@ def main(argv=None, callbacks=()):
 
     """## A WordPiece vocabulary and a tokenizer inside the graph
 
-    The vocabulary is learned from the training texts only. The tokenizer is
-    a Keras layer (tensorflow-text's `FastWordpieceTokenizer`); it runs in
-    the `tf.data` pipeline here and inside the end-to-end model later, with
-    the vocabulary stored in its config.
+    From scratch, the vocabulary is learned from the training texts only.
+    The tokenizer is a Keras layer (tensorflow-text's
+    `FastWordpieceTokenizer`); it runs in the `tf.data` pipeline here and
+    inside the end-to-end model later, with the vocabulary stored in its
+    config. A classifier that starts from a language model takes the
+    language model's tokenizer instead (SentencePiece, by default).
     """
-    vocabulary = learn_wordpiece_vocabulary(
-        tf.data.Dataset.from_tensor_slices(train_texts),
-        vocabulary_size=args.vocabulary_size,
-    )
-    tokenizer = WordPieceTokenizer(
-        vocabulary, sequence_length=args.sequence_length, name="tokenizer"
-    )
-    print(f"vocabulary: {len(vocabulary)} WordPiece tokens")
+    if pretraining(args):
+        start = pretrain_and_load(args, data_dir, strategy, pretrain_callbacks)
+    if start is None:
+        causal_lm, lm_pretrain = None, None
+        tokenizer = learn_tokenizer(args, train_texts)
+    else:
+        causal_lm, tokenizer, lm_metrics = start
+        lm_pretrain = pretrain_record(
+            lm_metrics, args.from_lm, trained_here=pretraining(args)
+        )
+        print(
+            f"starting from the language model in {args.from_lm}: "
+            f"{causal_lm.count_params():,} parameters, "
+            f"{lm_metrics.get('steps')} steps, test perplexity "
+            f"{lm_metrics.get('test_perplexity', float('nan')):.2f}, "
+            f"{tokenizer.vocabulary_size} {type(tokenizer).__name__} tokens"
+        )
+    if args.learning_rate is None:
+        args.learning_rate = default_learning_rate(causal_lm is not None)
 
     def dataset(texts, labels, shuffle=False):
         ds = tf.data.Dataset.from_tensor_slices((texts, labels))
@@ -468,23 +903,34 @@ def main(argv=None, callbacks=()):
 
     Token id 0 is padding, so the embedding creates the padding mask, the
     Transformer blocks honour it and the mean pooling averages real tokens
-    only. Built and compiled under the distribution strategy's scope.
+    only. Built and compiled under the distribution strategy's scope. From
+    a language model, `build_classifier_from_lm` puts the same kind of
+    head (`--lm-pooling`, dropout, softmax) on its hidden states, and
+    fine-tuning trains the language model's weights too.
     """
     steps_per_epoch = math.ceil(len(train_texts) / args.batch_size)
     if args.dropout is None:
         args.dropout = default_dropout(len(train_texts))
         print(f"dropout: {args.dropout} ({len(train_texts)} training rows)")
     with strategy.scope():
-        classifier = build_text_classifier(
-            vocabulary_size=len(vocabulary),
-            sequence_length=args.sequence_length,
-            num_classes=len(label_names),
-            embed_dim=args.embed_dim,
-            num_heads=args.num_heads,
-            ff_dim=args.ff_dim,
-            num_layers=args.num_layers,
-            dropout=args.dropout,
-        )
+        if causal_lm is None:
+            classifier = build_text_classifier(
+                vocabulary_size=tokenizer.vocabulary_size,
+                sequence_length=args.sequence_length,
+                num_classes=len(label_names),
+                embed_dim=args.embed_dim,
+                num_heads=args.num_heads,
+                ff_dim=args.ff_dim,
+                num_layers=args.num_layers,
+                dropout=args.dropout,
+            )
+        else:
+            classifier = build_classifier_from_lm(
+                causal_lm,
+                len(label_names),
+                pooling=args.lm_pooling,
+                dropout=args.dropout,
+            )
         # Constant, or linear warm-up then cosine decay to zero at the end.
         learning_rate = recipes.learning_rate_schedule(
             args.learning_rate,
@@ -571,26 +1017,29 @@ def main(argv=None, callbacks=()):
     """## Where does the first block attend?
 
     The first Transformer block returns its attention weights when asked;
-    one test sentence is plotted, token labels from the vocabulary.
+    one test sentence is plotted, token labels from the vocabulary. (From
+    a language model: its first causal block, so each token attends to
+    itself and the tokens before it only.)
     """
     ids = tokenizer(tf.constant(test_texts[:1]))  # (1, T)
     length = max(1, int(np.count_nonzero(keras.ops.convert_to_numpy(ids))))
     ids = ids[:, :length]
-    embedded = classifier.get_layer("embedding")(ids)  # (1, T, D)
-    _, scores = classifier.get_layer("transformer_block_0")(
-        embedded, mask=ids != 0, return_attention_scores=True
-    )  # (1, heads, T, T)
-    tokens = [
-        t.decode("utf-8")
-        for t in tokenizer.id_to_token(ids[0]).numpy().tolist()
-    ]
-    attention_png = plot_attention(
-        keras.ops.convert_to_numpy(scores)[0],
-        tokens,
-        tokens,
-        os.path.join(args.output_dir, "attention.png"),
-        title="transformer_block_0",
-    )
+    scores, block_name = first_block_attention(classifier, ids)
+    attention_png = None
+    if scores is None:
+        print(f"no attention plot: {block_name}")
+    else:
+        tokens = [
+            t.decode("utf-8")
+            for t in tokenizer.id_to_token(ids[0]).numpy().tolist()
+        ]
+        attention_png = plot_attention(
+            keras.ops.convert_to_numpy(scores)[0],
+            tokens,
+            tokens,
+            os.path.join(args.output_dir, "attention.png"),
+            title=block_name,
+        )
 
     """## Save, reload, export"""
     model_path = os.path.join(args.output_dir, "text_classifier.keras")
@@ -649,7 +1098,16 @@ def main(argv=None, callbacks=()):
         ),
         "baseline_tfidf_logreg": baseline,
         "data_dir": data_dir,
-        "vocabulary_size": len(vocabulary),
+        "from_lm": args.from_lm,
+        "pretrain": lm_pretrain,
+        # The language model's training (if any) and the fine-tuning: runs
+        # of equal total CPU time compare.
+        "total_train_seconds": round(
+            record["train_seconds"]
+            + ((lm_pretrain or {}).get("train_seconds") or 0.0),
+            1,
+        ),
+        "vocabulary_size": tokenizer.vocabulary_size,
         "num_parameters": int(classifier.count_params()),
         "attention_png": attention_png,
         "model_path": model_path,

@@ -34,19 +34,20 @@ __all__ = [
 ]
 
 
-def _used_entries(folder):
-    """What `folder` holds of a run: hidden names and `workers/` (the other
-    workers' sub-folders, see `worker_output_dir`) do not count."""
+def _used_entries(folder, ignore=()):
+    """What `folder` holds of a run: hidden names, `workers/` (the other
+    workers' sub-folders, see `worker_output_dir`) and the names in
+    `ignore` do not count."""
     if not os.path.isdir(folder):
         return []
     return sorted(
         name
         for name in os.listdir(folder)
-        if not name.startswith(".") and name != "workers"
+        if not name.startswith(".") and name != "workers" and name not in ignore
     )
 
 
-def prepare_output_dir(output_dir, overwrite=False, strategy=None):
+def prepare_output_dir(output_dir, overwrite=False, strategy=None, ignore=()):
     """What a run finds in its output folder, and so what it must do.
 
     The examples call this before they read any data, so re-running a
@@ -69,7 +70,8 @@ def prepare_output_dir(output_dir, overwrite=False, strategy=None):
     Any other used folder (e.g. `checkpoint.keras` or `serving/` but no
     `backup/` and no `metrics.json`: a run that failed before its first
     epoch ended, or another run's files) is refused unless `overwrite`.
-    Names starting with `.` and the `workers/` sub-folder do not count.
+    Names starting with `.`, the `workers/` sub-folder and the names in
+    `ignore` do not count.
 
     Under a multi-worker strategy every process checks `output_dir` (the
     chief's folder), so that all take the same decision, and an overwrite
@@ -82,6 +84,11 @@ def prepare_output_dir(output_dir, overwrite=False, strategy=None):
             `--overwrite` flag). Defaults to `False`.
         strategy: a `tf.distribute.Strategy` or `None`, to find the folder
             this process writes to. Defaults to `None` (`output_dir`).
+        ignore: sequence of str, entries of `output_dir` that are not this
+            run's files and are left alone, even by an overwrite: e.g. the
+            folder of a run nested inside it, which looks after itself
+            (the classification example's `pretrain/`, a language-model
+            run with its own `prepare_output_dir`). Defaults to `()`.
 
     Returns:
         str, one of `"new"`, `"resume"`, `"finished"` and `"overwrite"`.
@@ -124,7 +131,13 @@ def prepare_output_dir(output_dir, overwrite=False, strategy=None):
         )
     output_dir = os.fspath(output_dir)
     _validation.boolean("overwrite", overwrite)
-    used = _used_entries(output_dir)
+    if isinstance(ignore, str) or not all(
+        isinstance(name, str) for name in ignore
+    ):
+        raise _validation.invalid(
+            "ignore", "a sequence of folder or file names", ignore, TypeError
+        )
+    used = _used_entries(output_dir, ignore)
     if not used:
         return "new"
     if not overwrite:

@@ -570,6 +570,26 @@ def test_prepare_output_dir_overwrite_keeps_the_published_versions(tmp_path):
     assert recipes.prepare_output_dir(out, overwrite=True) == "overwrite"
 
 
+def test_prepare_output_dir_ignores_a_nested_run(tmp_path):
+    out = str(tmp_path)
+    # A nested run's folder (the classification example's pretrain/),
+    # interrupted or finished, is not this run's files.
+    _touch(str(tmp_path / "pretrain" / "backup" / "latest.weights.h5"))
+    _touch(str(tmp_path / "pretrain" / "metrics.json"), "{}")
+    assert recipes.prepare_output_dir(out, ignore=["pretrain"]) == "new"
+    with pytest.raises(FileExistsError, match="pretrain"):
+        recipes.prepare_output_dir(out)
+    os.makedirs(tmp_path / "backup")
+    assert recipes.prepare_output_dir(out, ignore=("pretrain",)) == "resume"
+    # An overwrite leaves it alone.
+    before = _tree(str(tmp_path / "pretrain"))
+    run = recipes.prepare_output_dir(out, overwrite=True, ignore=["pretrain"])
+    assert run == "overwrite"
+    assert _tree(str(tmp_path / "pretrain")) == before
+    with pytest.raises(TypeError, match="`ignore`"):
+        recipes.prepare_output_dir(out, ignore="pretrain")
+
+
 def test_prepare_output_dir_after_a_real_interruption(tmp_path):
     out = str(tmp_path)
     with pytest.raises(Interrupted):
