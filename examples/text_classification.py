@@ -80,17 +80,11 @@ import tensorflow as tf
 
 import keras_selfattn
 from keras_selfattn import recipes
-from keras_selfattn.models import CausalLM
 from keras_selfattn.models import TextClassifier
 from keras_selfattn.models import build_classifier_from_lm
 from keras_selfattn.models import build_text_classifier
 from keras_selfattn.models.causal_lm import ABSOLUTE_POSITIONS
 from keras_selfattn.plotting import plot_attention
-from keras_selfattn.recipes.fitting import BACKUP_DIR
-from keras_selfattn.recipes.language_model import SENTENCEPIECE_FILE
-from keras_selfattn.recipes.language_model import VOCABULARY_FILE
-from keras_selfattn.recipes.runs import METRICS_FILE
-from keras_selfattn.text import SentencePieceTokenizer
 from keras_selfattn.text import WordPieceTokenizer
 from keras_selfattn.text import find_split
 from keras_selfattn.text import learn_wordpiece_vocabulary
@@ -469,17 +463,6 @@ def default_learning_rate(from_lm):
     return LEARNING_RATES["language_model" if from_lm else "scratch"]
 
 
-def must_pretrain_afresh(pretrain_dir, overwrite):
-    """Whether `pretrain_dir` must be trained from scratch: with
-    `--overwrite`, and when it holds neither a finished run
-    (`metrics.json`) nor an interrupted one to resume (`backup/`), so
-    that an interruption before the first epoch ended restarts it
-    instead of being refused."""
-    if overwrite or not os.path.isdir(pretrain_dir):
-        return True
-    return not {METRICS_FILE, BACKUP_DIR} & set(os.listdir(pretrain_dir))
-
-
 def pretrain_language_model(args, data_dir, callbacks=()):
     """Pre-train (or resume, or report) `<output-dir>/pretrain`, a
     `CausalLM` with the classifier's sizes, on `--pretrain-data-dir` or
@@ -512,7 +495,11 @@ def pretrain_language_model(args, data_dir, callbacks=()):
         seed=args.seed,
         strategy=args.strategy,
         verbose=args.verbose,
-        overwrite=must_pretrain_afresh(pretrain_dir, args.overwrite),
+        overwrite=args.overwrite,
+        # Only this run writes there: files with no finished nor
+        # interrupted run are its own pre-training, stopped before its
+        # first epoch ended; it starts again.
+        restart_unfinished=True,
         callbacks=callbacks,
     )
     return pretrain_dir
@@ -532,8 +519,7 @@ def pretrain_and_load(args, data_dir, strategy, callbacks=()):
     fill_default_sizes(args)
     args.from_lm = pretrain_language_model(args, data_dir, callbacks)
     with strategy.scope():
-        start = load_language_model_run(args.from_lm, args.sequence_length)
-    take_language_model_sizes(args, start[0], start[2], args.from_lm)
+        start = load_language_model(args)
     # The classifier's head starts as on an uninterrupted run.
     keras.utils.set_random_seed(args.seed)
     return start
@@ -553,67 +539,15 @@ def learn_tokenizer(args, train_texts):
     )
 
 
-def _not_a_run(run_dir, why):
-    return FileNotFoundError(
-        "Received an invalid value for `--from-lm`, expected the folder of "
-        "a finished examples/text_generation.py run (its metrics.json, "
-        f"<name>.keras and {SENTENCEPIECE_FILE} or {VOCABULARY_FILE}); "
-        f"{why}. Received: --from-lm={run_dir!r}"
+def load_language_model(args):
+    """`--from-lm`'s run (`recipes.load_language_model_run`), its
+    tokenizer cutting `--sequence-length` ids a text; the size flags take
+    the language model's values."""
+    run = recipes.load_language_model_run(
+        args.from_lm, args.sequence_length, argument="--from-lm"
     )
-
-
-def load_language_model_run(run_dir, sequence_length):
-    """A finished language-model run's `CausalLM`, a tokenizer for the
-    classifier (the run's, with start and end tokens as the LM was
-    trained, `sequence_length` ids a text) and the run's metrics."""
-    if not os.path.isdir(run_dir):
-        raise _not_a_run(run_dir, "there is no such folder")
-    metrics_path = os.path.join(run_dir, METRICS_FILE)
-    if not os.path.exists(metrics_path):
-        raise _not_a_run(
-            run_dir,
-            f"it holds no {METRICS_FILE}: the run did not finish (re-run its "
-            "command to finish it)",
-        )
-    with open(metrics_path, encoding="utf-8") as f:
-        metrics = json.load(f)
-    if not metrics.get("model_path"):
-        raise _not_a_run(run_dir, f"its {METRICS_FILE} names no model_path")
-    # The model beside metrics.json: the run's folder may have moved.
-    model_path = os.path.join(run_dir, os.path.basename(metrics["model_path"]))
-    if not os.path.exists(model_path):
-        raise _not_a_run(run_dir, f"its model {model_path} is missing")
-    causal_lm = keras.saving.load_model(model_path)
-    if not isinstance(causal_lm, CausalLM):
-        raise _not_a_run(
-            run_dir,
-            f"{model_path} holds a {type(causal_lm).__name__}, not a CausalLM",
-        )
-    sentencepiece = os.path.join(run_dir, SENTENCEPIECE_FILE)
-    wordpiece = os.path.join(run_dir, VOCABULARY_FILE)
-    common = {
-        "sequence_length": sequence_length,
-        # As the language-model recipe tokenizes its documents.
-        "add_start_token": True,
-        "add_end_token": True,
-        "name": "tokenizer",
-    }
-    if os.path.exists(sentencepiece):
-        tokenizer = SentencePieceTokenizer(sentencepiece, **common)
-    elif os.path.exists(wordpiece):
-        lower_case = metrics.get("config", {}).get("lower_case", False)
-        tokenizer = WordPieceTokenizer(
-            wordpiece, lower_case=lower_case, **common
-        )
-    else:
-        raise _not_a_run(run_dir, "it holds no tokenizer file")
-    if tokenizer.vocabulary_size != causal_lm.vocab_size:
-        raise _not_a_run(
-            run_dir,
-            f"its tokenizer has {tokenizer.vocabulary_size} tokens but its "
-            f"model {causal_lm.vocab_size}",
-        )
-    return causal_lm, tokenizer, metrics
+    take_language_model_sizes(args, run.model, run.metrics, args.from_lm)
+    return run
 
 
 def language_model_sizes(causal_lm, lm_metrics):
@@ -838,8 +772,7 @@ def main(argv=None, callbacks=(), pretrain_callbacks=()):
         # Loaded first: a wrong folder or size fails before any data work.
         # Its variables are the classifier's: made in the strategy's scope.
         with strategy.scope():
-            start = load_language_model_run(args.from_lm, args.sequence_length)
-        take_language_model_sizes(args, start[0], start[2], args.from_lm)
+            start = load_language_model(args)
     data_dir = resolve_data_dir(args)
     splits, label_names = load_splits(args, data_dir)
     for split, (texts, _) in splits.items():
@@ -869,7 +802,11 @@ def main(argv=None, callbacks=(), pretrain_callbacks=()):
         causal_lm, lm_pretrain = None, None
         tokenizer = learn_tokenizer(args, train_texts)
     else:
-        causal_lm, tokenizer, lm_metrics = start
+        causal_lm, tokenizer, lm_metrics = (
+            start.model,
+            start.tokenizer,
+            start.metrics,
+        )
         lm_pretrain = pretrain_record(
             lm_metrics, args.from_lm, trained_here=pretraining(args)
         )

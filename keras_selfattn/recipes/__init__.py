@@ -74,10 +74,12 @@ _SEQ2SEQ = (
 )
 _LANGUAGE_MODEL = (
     "LanguageModelData",
+    "LanguageModelRun",
     "build_language_model",
     "compile_language_model",
     "evaluate_perplexity",
     "fit_language_model",
+    "load_language_model_run",
     "publish_language_model",
     "read_language_model_data",
     "sample_continuations",
@@ -95,6 +97,9 @@ if TYPE_CHECKING:
         LanguageModelData as LanguageModelData,
     )
     from keras_selfattn.recipes.language_model import (
+        LanguageModelRun as LanguageModelRun,
+    )
+    from keras_selfattn.recipes.language_model import (
         build_language_model as build_language_model,
     )
     from keras_selfattn.recipes.language_model import (
@@ -105,6 +110,9 @@ if TYPE_CHECKING:
     )
     from keras_selfattn.recipes.language_model import (
         fit_language_model as fit_language_model,
+    )
+    from keras_selfattn.recipes.language_model import (
+        load_language_model_run as load_language_model_run,
     )
     from keras_selfattn.recipes.language_model import (
         publish_language_model as publish_language_model,
@@ -140,6 +148,7 @@ __all__ = [
     "EpochScalars",
     "LanguageModelData",
     "LanguageModelOptions",
+    "LanguageModelRun",
     "RunStart",
     "Seq2SeqData",
     "Seq2SeqOptions",
@@ -160,6 +169,7 @@ __all__ = [
     "fit_resumable",
     "fit_seq2seq",
     "learning_rate_schedule",
+    "load_language_model_run",
     "make_strategy",
     "make_text_generator",
     "plot_cross_attention",

@@ -18,6 +18,8 @@ The pipeline of `examples/text_generation.py`, as steps that each take the
 5. `publish_language_model`: the `.keras` file, checked against the model,
    and the next TF Serving version, `serving/<version>` (prompts in,
    generated text out).
+6. `load_language_model_run`: a finished run's model, tokenizer and
+   metrics, for a fine-tuning to start from (`LanguageModelRun`).
 
 `train_language_model` is the driver that calls them, after looking at the
 output folder (`prepare_output_dir`), and writes `metrics.json` last.
@@ -69,10 +71,12 @@ _TOKENIZE_BATCH = 512
 
 __all__ = [
     "LanguageModelData",
+    "LanguageModelRun",
     "build_language_model",
     "compile_language_model",
     "evaluate_perplexity",
     "fit_language_model",
+    "load_language_model_run",
     "publish_language_model",
     "read_language_model_data",
     "sample_continuations",
@@ -224,11 +228,35 @@ def _check_saved_tokenizer(output_dir, tokenizer):
             )
 
 
+def _run_tokenizer(kind, source, lower_case, sequence_length=None):
+    """The recipe's tokenizer over a learned or saved model (`source`):
+    with start and end tokens, as the documents are tokenized."""
+    common = {
+        "sequence_length": sequence_length,
+        "add_start_token": True,
+        "add_end_token": True,
+        "name": "tokenizer",
+    }
+    if kind == "sentencepiece":
+        # Case folding is compiled into a SentencePiece model.
+        return SentencePieceTokenizer(source, **common)
+    return WordPieceTokenizer(source, lower_case=lower_case, **common)
+
+
+def _read_saved_tokenizer(path):
+    """A saved tokenizer file's content: a SentencePiece model's bytes or a
+    WordPiece vocabulary's tokens."""
+    if path.endswith(SENTENCEPIECE_FILE):
+        with open(path, "rb") as f:
+            return f.read()
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
 def _sentencepiece_tokenizer(texts, output_dir, options, reuse):
     path = os.path.join(output_dir, SENTENCEPIECE_FILE)
     if reuse and os.path.exists(path):
-        with open(path, "rb") as f:
-            proto = f.read()
+        proto = _read_saved_tokenizer(path)
     else:
         proto = learn_sentencepiece_model(
             texts,
@@ -239,16 +267,13 @@ def _sentencepiece_tokenizer(texts, output_dir, options, reuse):
         )
         with open(path, "wb") as f:
             f.write(proto)
-    return SentencePieceTokenizer(
-        proto, add_start_token=True, add_end_token=True, name="tokenizer"
-    )
+    return _run_tokenizer("sentencepiece", proto, options.lower_case)
 
 
 def _wordpiece_tokenizer(texts, output_dir, options, reuse):
     path = os.path.join(output_dir, VOCABULARY_FILE)
     if reuse and os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            vocabulary = [line.rstrip("\n") for line in f]
+        vocabulary = _read_saved_tokenizer(path)
     else:
         vocabulary = learn_wordpiece_vocabulary(
             tf.data.Dataset.from_tensor_slices(texts),
@@ -257,13 +282,7 @@ def _wordpiece_tokenizer(texts, output_dir, options, reuse):
         )
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(token + "\n" for token in vocabulary)
-    return WordPieceTokenizer(
-        vocabulary,
-        lower_case=options.lower_case,
-        add_start_token=True,
-        add_end_token=True,
-        name="tokenizer",
-    )
+    return _run_tokenizer("wordpiece", vocabulary, options.lower_case)
 
 
 def _tidy(tokenizer):
@@ -628,6 +647,7 @@ def train_language_model(
     preprocess=None,
     callbacks=(),
     config=None,
+    restart_unfinished=False,
     **overrides,
 ):
     """Train, score, sample and save a causal language model from text.
@@ -662,6 +682,11 @@ def train_language_model(
         config: dict or `None`, recorded as the metrics' `config` (e.g. the
             command-line flags). Defaults to `None`: `data_dir`,
             `output_dir` and the options.
+        restart_unfinished: bool, train afresh in an `output_dir` that
+            holds neither a finished nor an interrupted run, instead of
+            refusing it (`prepare_output_dir`): for a folder only this
+            run writes to, e.g. one nested in another run's. Defaults to
+            `False`.
         **overrides: `LanguageModelOptions` fields that replace those of
             `options` (e.g. `epochs=3`), so the flags of
             `add_language_model_arguments` and `add_training_arguments` can
@@ -719,7 +744,13 @@ def train_language_model(
         options = LanguageModelOptions()
     # Every option is checked here, before any data is read.
     options = dataclasses.replace(options, **overrides)
-    run = start_run(data_dir, output_dir, options, config)
+    run = start_run(
+        data_dir,
+        output_dir,
+        options,
+        config,
+        restart_unfinished=restart_unfinished,
+    )
     if run.finished_metrics is not None:
         return run.finished_metrics
     output_dir, strategy, config = run.output_dir, run.strategy, run.config
@@ -807,3 +838,138 @@ def train_language_model(
     with open(os.path.join(output_dir, METRICS_FILE), "w") as f:
         json.dump(metrics, f, indent=2, ensure_ascii=False)
     return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageModelRun:
+    """A finished language-model run, loaded (`load_language_model_run`).
+
+    Args:
+        model: the run's trained `CausalLM`.
+        tokenizer: its tokenizer (`SentencePieceTokenizer` or
+            `WordPieceTokenizer`), with the start and end tokens the model
+            was trained with.
+        metrics: dict, the run's `metrics.json`.
+        run_dir: str, the run's folder.
+    """
+
+    model: CausalLM
+    tokenizer: keras.layers.Layer
+    metrics: dict
+    run_dir: str
+
+
+def load_language_model_run(run_dir, sequence_length=None, argument="run_dir"):
+    """Load a finished `train_language_model` run: model, tokenizer,
+    metrics.
+
+    What a fine-tuning starts from (the classification example's
+    `--from-lm`): the `.keras` model beside the run's `metrics.json` (the
+    folder may have moved since it was trained) and a tokenizer over the
+    run's saved SentencePiece model (`tokenizer.model`) or WordPiece
+    vocabulary (`vocabulary.txt`, lower-cased as the run's `config` says),
+    adding the start and end tokens as the run tokenized its documents.
+    Call it in a strategy's scope for the model's variables to be that
+    strategy's.
+
+    Args:
+        run_dir: str, the run's `output_dir`.
+        sequence_length: int or `None`, the tokenizer's output length
+            (padded and truncated), e.g. a classifier's input length.
+            Defaults to `None`: neither pads nor truncates.
+        argument: str, the name the errors give `run_dir`, e.g. the
+            command-line flag it came from. Defaults to `"run_dir"`.
+
+    Returns:
+        A `LanguageModelRun`.
+
+    Raises:
+        FileNotFoundError: `run_dir` is not a finished run's folder (no
+            such folder, no `metrics.json`: an unfinished run, no model or
+            tokenizer file), or its model is no `CausalLM`, or its
+            tokenizer and model disagree on the vocabulary size; the
+            message says which.
+
+    Example:
+
+    >>> import os
+    >>> import tempfile
+    >>> from keras_selfattn.recipes import load_language_model_run
+    >>> from keras_selfattn.recipes import train_language_model
+    >>> data = tempfile.mkdtemp()
+    >>> rows = "text\\n" + "the cat sat .\\nthe dog ran .\\n" * 8
+    >>> for split in ("train", "validation", "test"):
+    ...     with open(os.path.join(data, f"{split}.tsv"), "w") as f:
+    ...         _ = f.write(rows)
+    >>> run_dir = tempfile.mkdtemp()
+    >>> _ = train_language_model(
+    ...     data, run_dir, tokenizer="wordpiece", vocabulary_size=30,
+    ...     sequence_length=8, hidden_dim=8, num_heads=2, ff_dim=8,
+    ...     num_layers=1, epochs=1, batch_size=4, max_new_tokens=4,
+    ...     num_samples=1, verbose=0)
+    train: 16 texts
+    ...
+    >>> run = load_language_model_run(run_dir, sequence_length=6)
+    >>> run.model.hidden_dim, run.metrics["steps"] > 0
+    (8, True)
+    >>> run.tokenizer.vocabulary_size == run.model.vocab_size
+    True
+    >>> run.tokenizer(["the cat"]).numpy().tolist()[0][0] > 0  # [START]
+    True
+    """
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise _validation.invalid(argument, "a path", run_dir, TypeError)
+    run_dir = os.fspath(run_dir)
+    _validation.positive_int("sequence_length", sequence_length, True)
+
+    def not_a_run(why):
+        return FileNotFoundError(
+            f"Received an invalid value for `{argument}`, expected the folder "
+            "of a finished language-model run (train_language_model, "
+            "examples/text_generation.py: its metrics.json, <name>.keras and "
+            f"{SENTENCEPIECE_FILE} or {VOCABULARY_FILE}); {why}. Received: "
+            f"{argument}={run_dir!r}"
+        )
+
+    if not os.path.isdir(run_dir):
+        raise not_a_run("there is no such folder")
+    metrics_path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.exists(metrics_path):
+        raise not_a_run(
+            f"it holds no {METRICS_FILE}: the run did not finish (re-run its "
+            "command to finish it)"
+        )
+    with open(metrics_path, encoding="utf-8") as f:
+        metrics = json.load(f)
+    if not metrics.get("model_path"):
+        raise not_a_run(f"its {METRICS_FILE} names no model_path")
+    # The model beside metrics.json: the folder may have moved.
+    model_path = os.path.join(run_dir, os.path.basename(metrics["model_path"]))
+    if not os.path.exists(model_path):
+        raise not_a_run(f"its model {model_path} is missing")
+    model = keras.saving.load_model(model_path)
+    if not isinstance(model, CausalLM):
+        raise not_a_run(
+            f"{model_path} holds a {type(model).__name__}, not a CausalLM"
+        )
+    lower_case = metrics.get("config", {}).get(
+        "lower_case", LanguageModelOptions.lower_case
+    )
+    for kind, name in (
+        ("sentencepiece", SENTENCEPIECE_FILE),
+        ("wordpiece", VOCABULARY_FILE),
+    ):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            tokenizer = _run_tokenizer(
+                kind, _read_saved_tokenizer(path), lower_case, sequence_length
+            )
+            break
+    else:
+        raise not_a_run("it holds no tokenizer file")
+    if tokenizer.vocabulary_size != model.vocab_size:
+        raise not_a_run(
+            f"its tokenizer has {tokenizer.vocabulary_size} tokens but its "
+            f"model {model.vocab_size}"
+        )
+    return LanguageModelRun(model, tokenizer, metrics, run_dir)

@@ -47,7 +47,13 @@ def _used_entries(folder, ignore=()):
     )
 
 
-def prepare_output_dir(output_dir, overwrite=False, strategy=None, ignore=()):
+def prepare_output_dir(
+    output_dir,
+    overwrite=False,
+    strategy=None,
+    ignore=(),
+    restart_unfinished=False,
+):
     """What a run finds in its output folder, and so what it must do.
 
     The examples call this before they read any data, so re-running a
@@ -69,9 +75,10 @@ def prepare_output_dir(output_dir, overwrite=False, strategy=None, ignore=()):
 
     Any other used folder (e.g. `checkpoint.keras` or `serving/` but no
     `backup/` and no `metrics.json`: a run that failed before its first
-    epoch ended, or another run's files) is refused unless `overwrite`.
-    Names starting with `.`, the `workers/` sub-folder and the names in
-    `ignore` do not count.
+    epoch ended, or another run's files) is refused unless `overwrite`,
+    or unless `restart_unfinished`: then it is taken for the former and
+    the answer is `"new"`. Names starting with `.`, the `workers/`
+    sub-folder and the names in `ignore` do not count.
 
     Under a multi-worker strategy every process checks `output_dir` (the
     chief's folder), so that all take the same decision, and an overwrite
@@ -89,6 +96,12 @@ def prepare_output_dir(output_dir, overwrite=False, strategy=None, ignore=()):
             folder of a run nested inside it, which looks after itself
             (the classification example's `pretrain/`, a language-model
             run with its own `prepare_output_dir`). Defaults to `()`.
+        restart_unfinished: bool, answer `"new"` instead of refusing a
+            folder that holds neither a finished nor an interrupted run:
+            for a folder that only this run writes to, such as a run
+            nested in another run's folder (the classification example's
+            `pretrain/`), where such files can only be this run's own,
+            stopped before its first epoch ended. Defaults to `False`.
 
     Returns:
         str, one of `"new"`, `"resume"`, `"finished"` and `"overwrite"`.
@@ -124,6 +137,8 @@ def prepare_output_dir(output_dir, overwrite=False, strategy=None, ignore=()):
     ...     message = str(error)
     >>> "--overwrite" in message and "serving" in message
     True
+    >>> prepare_output_dir(run, restart_unfinished=True)
+    'new'
     """
     if not isinstance(output_dir, (str, os.PathLike)):
         raise _validation.invalid(
@@ -131,6 +146,7 @@ def prepare_output_dir(output_dir, overwrite=False, strategy=None, ignore=()):
         )
     output_dir = os.fspath(output_dir)
     _validation.boolean("overwrite", overwrite)
+    _validation.boolean("restart_unfinished", restart_unfinished)
     if isinstance(ignore, str) or not all(
         isinstance(name, str) for name in ignore
     ):
@@ -145,6 +161,8 @@ def prepare_output_dir(output_dir, overwrite=False, strategy=None, ignore=()):
             return "finished"
         if BACKUP_DIR in used:
             return "resume"
+        if restart_unfinished:
+            return "new"
         shown = ", ".join(used[:6]) + (", ..." if len(used) > 6 else "")
         raise FileExistsError(
             f"The output folder {output_dir!r} holds files of an earlier run "
@@ -315,7 +333,7 @@ class RunStart:
     finished_metrics: dict | None = None
 
 
-def start_run(data_dir, output_dir, options, config=None):
+def start_run(data_dir, output_dir, options, config=None, **prepare):
     """A recipe driver's first step: strategy, output folder, seed.
 
     In the order they must come: `make_strategy(options.strategy)` (before
@@ -333,6 +351,8 @@ def start_run(data_dir, output_dir, options, config=None):
             `overwrite` and `seed` are used).
         config: dict or `None`, the configuration to record. Defaults to
             `None`: `data_dir`, `output_dir` and the options' fields.
+        **prepare: more arguments of `prepare_output_dir` (`ignore`,
+            `restart_unfinished`).
 
     Returns:
         A `RunStart`.
@@ -355,7 +375,9 @@ def start_run(data_dir, output_dir, options, config=None):
     # Before any other TensorFlow work: multi-worker set-up must come first.
     strategy = make_strategy(options.strategy)
     # A finished run is reported, not trained nor published again.
-    state = prepare_output_dir(output_dir, options.overwrite, strategy)
+    state = prepare_output_dir(
+        output_dir, options.overwrite, strategy, **prepare
+    )
     if state == "finished":
         return RunStart(
             state,

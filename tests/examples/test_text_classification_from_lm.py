@@ -255,18 +255,6 @@ def test_fine_tuning_resumes_and_keeps_the_pretraining(pretrained, tmp_path):
     assert snapshot(os.path.join(resumed, "pretrain")) == lm_files
 
 
-def test_when_pretraining_starts_afresh(tmp_path):
-    example = load_example("text_classification")
-    folder = str(tmp_path / "pretrain")
-    assert example.must_pretrain_afresh(folder, overwrite=False)
-    # Interrupted before its first epoch ended: nothing to resume.
-    os.makedirs(os.path.join(folder, "logs"))
-    assert example.must_pretrain_afresh(folder, overwrite=False)
-    os.makedirs(os.path.join(folder, "backup"))
-    assert not example.must_pretrain_afresh(folder, overwrite=False)
-    assert example.must_pretrain_afresh(folder, overwrite=True)
-
-
 @pytest.mark.slow
 def test_interrupted_pretraining_is_redone_not_refused(tmp_path):
     data = _write_reviews(str(tmp_path / "data"))

@@ -5,7 +5,10 @@ on a learnable toy grammar, in `tests/examples/test_text_generation.py`.
 """
 
 import argparse
+import os
+import shutil
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -13,9 +16,11 @@ from keras import ops
 from keras_selfattn.models import next_token_batch
 from keras_selfattn.recipes import LanguageModelData
 from keras_selfattn.recipes import LanguageModelOptions
+from keras_selfattn.recipes import LanguageModelRun
 from keras_selfattn.recipes import add_language_model_arguments
 from keras_selfattn.recipes import build_language_model
 from keras_selfattn.recipes import evaluate_perplexity
+from keras_selfattn.recipes import load_language_model_run
 from keras_selfattn.recipes import read_language_model_data
 from keras_selfattn.recipes import train_language_model
 from keras_selfattn.text import WordPieceTokenizer
@@ -174,3 +179,70 @@ def test_a_resumed_run_keeps_the_tokenizer_it_was_trained_with(tmp_path):
         reuse_vocabulary=True,
     )
     assert data.tokenizer.vocabulary_size == len(VOCABULARY)
+
+
+def test_load_language_model_run_gives_back_what_the_run_trained(tmp_path):
+    texts = ["the cat sat .", "the dog ran .", "a cat ran ."] * 6
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split in ("train", "validation", "test"):
+        (data_dir / f"{split}.tsv").write_text("text\n" + "\n".join(texts))
+    trained_dir = tmp_path / "trained"
+    metrics = train_language_model(
+        str(data_dir),
+        str(trained_dir),
+        name="tiny",
+        tokenizer="wordpiece",
+        lower_case=True,
+        vocabulary_size=30,
+        sequence_length=8,
+        hidden_dim=8,
+        num_heads=2,
+        ff_dim=8,
+        num_layers=1,
+        epochs=1,
+        batch_size=4,
+        max_new_tokens=2,
+        num_samples=1,
+        verbose=0,
+    )
+    # The folder may move after training: the files beside metrics.json.
+    run_dir = str(tmp_path / "moved")
+    shutil.move(str(trained_dir), run_dir)
+    run = load_language_model_run(run_dir, sequence_length=12)
+    assert isinstance(run, LanguageModelRun) and run.run_dir == run_dir
+    assert run.metrics["steps"] == metrics["steps"]
+    trained = keras.saving.load_model(
+        os.path.join(run_dir, os.path.basename(metrics["model_path"]))
+    )
+    for got, want in zip(run.model.weights, trained.weights, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    # The ids the LM was trained on (start and end tokens, lower-cased),
+    # padded to the asked length.
+    data = read_language_model_data(
+        str(data_dir),
+        run_dir,
+        LanguageModelOptions(tokenizer="wordpiece", lower_case=True),
+        reuse_vocabulary=True,
+    )
+    want = data.token_ids(["The Cat sat ."])[0]
+    got = run.tokenizer(["The Cat sat ."]).numpy()[0]
+    assert got.shape == (12,) and len(want) < 12
+    np.testing.assert_array_equal(got[: len(want)], want)
+    assert (got[len(want) :] == 0).all()
+
+
+def test_load_language_model_run_refuses_what_is_not_a_finished_run(
+    tmp_path,
+):
+    with pytest.raises(FileNotFoundError, match="`run_dir`.*no such folder"):
+        load_language_model_run(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="`--from-lm`.*did not finish"):
+        load_language_model_run(str(tmp_path), argument="--from-lm")
+    (tmp_path / "metrics.json").write_text('{"model_path": "x/lm.keras"}')
+    with pytest.raises(FileNotFoundError, match="lm.keras is missing"):
+        load_language_model_run(str(tmp_path))
+    with pytest.raises(TypeError, match="`run_dir`, expected a path"):
+        load_language_model_run(None)
+    with pytest.raises(ValueError, match="`sequence_length`"):
+        load_language_model_run(str(tmp_path), sequence_length=0)

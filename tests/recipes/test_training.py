@@ -633,11 +633,35 @@ def test_prepare_output_dir_every_worker_decides_from_the_chief(tmp_path):
     assert not os.path.exists(tmp_path / "metrics.json")
 
 
+def test_prepare_output_dir_restarts_an_unfinished_run(tmp_path):
+    out = str(tmp_path)
+    # Stopped before its first epoch ended: logs, no backup, no metrics.
+    _touch(str(tmp_path / "logs" / "train" / "events"))
+    before = _tree(out)
+    with pytest.raises(FileExistsError, match="logs"):
+        recipes.prepare_output_dir(out)
+    assert recipes.prepare_output_dir(out, restart_unfinished=True) == "new"
+    assert _tree(out) == before
+    # A finished or an interrupted run is still reported or resumed.
+    os.makedirs(tmp_path / "backup")
+    assert recipes.prepare_output_dir(out, restart_unfinished=True) == "resume"
+    _touch(str(tmp_path / "metrics.json"), "{}")
+    run = recipes.prepare_output_dir(out, restart_unfinished=True)
+    assert run == "finished"
+    run = recipes.prepare_output_dir(
+        out, overwrite=True, restart_unfinished=True
+    )
+    assert run == "overwrite"
+    assert not os.path.exists(tmp_path / "metrics.json")
+
+
 def test_prepare_output_dir_rejects_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="`output_dir`, expected a path"):
         recipes.prepare_output_dir(None)
     with pytest.raises(TypeError, match="`overwrite`, expected a bool"):
         recipes.prepare_output_dir(str(tmp_path), overwrite="yes")
+    with pytest.raises(TypeError, match="`restart_unfinished`, expected"):
+        recipes.prepare_output_dir(str(tmp_path), restart_unfinished=1)
 
 
 # report_finished_run
