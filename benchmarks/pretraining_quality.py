@@ -1,0 +1,243 @@
+"""Does pre-training help? A classifier fine-tuned from a language model
+against the same classifier trained from scratch, at equal CPU time.
+
+Issue 16's target: on IMDB, the classifier fine-tuned from a language model
+pre-trained on the IMDB training text beats the one trained from scratch
+(`quality_classification.py --dataset imdb`, 0.8717) with the same total
+training time. In one process, one after the other:
+
+1. **scratch**: `examples/text_classification.py` with the IMDB settings of
+   `quality_classification.py` (1 block, width 64, 512 tokens, 3 epochs);
+   its training seconds `S` are the budget of the other arms.
+2. **pretrained**: the same sizes and flags with `--pretrain-minutes`
+   (`--pretrain-fraction` of `S`: a `CausalLM` with the classifier's sizes
+   on the training texts, SentencePiece), then fine-tuning for
+   `--finetune-epochs` epochs at the first `--learning-rates` value, its
+   time budget what is left of `S`.
+3. one more arm per further `--learning-rates` value: the same language
+   model (`--from-lm`, its pre-training seconds counted again), fine-tuned
+   at that rate with the same budget.
+
+Every arm scores the same test split; the table gives each arm's total
+training seconds (pre-training included) beside its test accuracy and
+the difference from scratch. Extra flags after `--` go to every arm (e.g.
+`-- --max-train-rows 10000` for a 10k-row subset).
+
+Usage:
+
+    python benchmarks/pretraining_quality.py
+    python benchmarks/pretraining_quality.py --learning-rates 3e-4,1e-3 \\
+        --json /tmp/pretraining.json
+    python benchmarks/pretraining_quality.py --scratch-minutes 3 \\
+        -- --max-train-rows 2000      # a quick look
+
+The machine's load average is printed before and after each arm: other
+jobs on the same cores slow training, and a fixed budget then buys fewer
+steps (and the arms run one after the other, not interleaved).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from _examples import load_example
+from quality_classification import SETTINGS
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load_average():
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def _floats(text):
+    values = [float(v) for v in text.split(",") if v.strip()]
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected positive numbers separated by commas, got {text!r}"
+        )
+    return values
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a number between 0 and 1 (excluded), got {text!r}"
+        )
+    return value
+
+
+def _run_arm(name, example_argv):
+    print(f"\n=== {name}: examples/text_classification.py", end=" ")
+    print(" ".join(example_argv))
+    before = _load_average()
+    print(f"load average before: {before} on {os.cpu_count()} cores")
+    start = time.time()
+    # A fresh module per arm: the example keeps no state between calls,
+    # but its flags' defaults are read at parse time.
+    metrics = load_example("text_classification").main(example_argv)
+    wall = time.time() - start
+    after = _load_average()
+    pretrain = metrics.get("pretrain") or {}
+    return {
+        "arm": name,
+        "test_accuracy": round(metrics["test_accuracy"], 4),
+        "best_val_accuracy": round(max(metrics["val_accuracy"]), 4),
+        "learning_rate": metrics["config"]["learning_rate"]
+        if "config" in metrics
+        else None,
+        "finetune_steps": metrics["steps"],
+        "finetune_seconds": round(metrics["train_seconds"], 1),
+        "pretrain_steps": pretrain.get("steps"),
+        "pretrain_seconds": pretrain.get("train_seconds"),
+        "lm_test_perplexity": pretrain.get("test_perplexity"),
+        "total_train_seconds": round(metrics["total_train_seconds"], 1),
+        "stopped_by_time_budget": metrics["stopped_by_time_budget"],
+        "wall_seconds": round(wall, 1),
+        "load_average_before": before,
+        "load_average_after": after,
+        "example_flags": example_argv,
+    }
+
+
+def _table(rows):
+    scratch = rows[0]["test_accuracy"]
+    lines = [
+        "| arm | learning rate | LM steps | LM s | LM ppl | fine-tune steps "
+        "| fine-tune s | total s | best val acc | test acc | vs scratch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ppl = row["lm_test_perplexity"]
+        lines.append(
+            f"| {row['arm']} | {row['learning_rate']:g} "
+            f"| {row['pretrain_steps'] or '-'} "
+            f"| {row['pretrain_seconds'] or '-'} "
+            f"| {f'{ppl:.1f}' if ppl else '-'} "
+            f"| {row['finetune_steps']} | {row['finetune_seconds']} "
+            f"| {row['total_train_seconds']} | {row['best_val_accuracy']:.4f} "
+            f"| {row['test_accuracy']:.4f} "
+            f"| {row['test_accuracy'] - scratch:+.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--data-root",
+        default=os.environ.get(
+            "KERAS_SELFATTN_DATA",
+            os.path.join(HERE, os.pardir, os.pardir, "shared", "data"),
+        ),
+        help="the shared data folder (holds classification/imdb)",
+    )
+    p.add_argument("--dataset", choices=sorted(SETTINGS), default="imdb")
+    p.add_argument(
+        "--scratch-minutes",
+        type=float,
+        default=None,
+        help="the scratch arm's time budget (default: the dataset's "
+        "quality_classification.py budget; it usually ends its epochs "
+        "first)",
+    )
+    p.add_argument(
+        "--pretrain-fraction",
+        type=_fraction,
+        default=1 / 3,
+        help="the share of the scratch arm's seconds spent pre-training",
+    )
+    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument(
+        "--learning-rates",
+        type=_floats,
+        default=[3e-4],
+        help="fine-tuning rates, comma-separated (one arm each)",
+    )
+    p.add_argument("--output-dir", default=os.path.join("runs", "pretraining"))
+    p.add_argument("--json", default=None)
+    p.add_argument("--verbose", type=int, default=2)
+    p.add_argument("extra", nargs="*", help="more flags for every arm")
+    args = p.parse_args(argv)
+    setting = SETTINGS[args.dataset]
+    common = [
+        "--data-dir",
+        os.path.join(args.data_root, "classification", args.dataset),
+        # A benchmark measures fresh runs, even in folders used before.
+        "--overwrite",
+        "--no-baseline",
+        "--verbose",
+        str(args.verbose),
+        *setting["flags"],
+    ]
+    rows = []
+    scratch_minutes = args.scratch_minutes or setting["minutes"]
+    rows.append(
+        _run_arm(
+            "scratch",
+            [
+                *common,
+                "--output-dir",
+                os.path.join(args.output_dir, "scratch"),
+                "--time-budget-minutes",
+                str(scratch_minutes),
+                *args.extra,
+            ],
+        )
+    )
+    budget = rows[0]["total_train_seconds"]
+    pretrain_minutes = args.pretrain_fraction * budget / 60
+    pretrained_dir = os.path.join(args.output_dir, "pretrained")
+    finetune = ["--epochs", str(args.finetune_epochs)]
+    for i, rate in enumerate(args.learning_rates):
+        if i == 0:
+            start = ["--pretrain-minutes", f"{pretrain_minutes:.3f}"]
+            output_dir = pretrained_dir
+            name = "pretrained"
+        else:
+            start = ["--from-lm", os.path.join(pretrained_dir, "pretrain")]
+            output_dir = os.path.join(args.output_dir, f"pretrained_lr{rate:g}")
+            name = "pretrained (same LM)"
+        # What is left of the scratch arm's seconds after pre-training.
+        lm_seconds = rows[1]["pretrain_seconds"] if i else 60 * pretrain_minutes
+        left = max(budget - lm_seconds, 1.0) / 60
+        rows.append(
+            _run_arm(
+                name,
+                [
+                    *common,
+                    "--output-dir",
+                    output_dir,
+                    *start,
+                    *finetune,
+                    "--learning-rate",
+                    f"{rate:g}",
+                    "--time-budget-minutes",
+                    f"{left:.3f}",
+                    *args.extra,
+                ],
+            )
+        )
+    print()
+    print(_table(rows))
+    result = {
+        "dataset": args.dataset,
+        "budget_seconds": budget,
+        "pretrain_fraction": args.pretrain_fraction,
+        "finetune_epochs": args.finetune_epochs,
+        "arms": rows,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
