@@ -15,7 +15,7 @@ Usage:
         --data-dir ../shared/data/classification/sst2 --output-dir runs/sst2
 
     python examples/text_classification.py \\
-        --data-dir ../shared/data/classification/imdb --sequence-length 256
+        --data-dir ../shared/data/classification/imdb --output-dir runs/imdb
 
 With no `--data-dir`, `--dataset sst2` (the default) downloads GLUE SST-2 into
 the Keras cache (GLUE's train set is split 90/10 into train/validation with a
@@ -63,6 +63,7 @@ model's steps, training seconds and test perplexity) and
 
 import argparse
 import copy
+import dataclasses
 import importlib
 import json
 import math
@@ -114,6 +115,15 @@ SIZE_DEFAULTS = {
     "ff_dim": 128,
     "num_layers": 2,
 }
+# `--sequence-length`'s default (see `default_sequence_length`): long
+# enough for this share of the training texts, within these bounds, a
+# multiple of this step; texts' token counts are estimated from their
+# words (measured with an 8,000-token WordPiece vocabulary: 1.4 tokens a
+# word on IMDB reviews, 1.9 on SST-2's short phrases).
+LENGTH_QUANTILE = 0.9
+LENGTH_BOUNDS = (64, 256)
+LENGTH_STEP = 32
+TOKENS_PER_WORD = 1.5
 # `--learning-rate`'s default, by start (see `default_learning_rate`).
 LEARNING_RATES = {"scratch": 1e-3, "language_model": 3e-4}
 # The `--pretrain-*` language model's run, under `--output-dir`.
@@ -393,6 +403,39 @@ def default_dropout(train_rows):
     return 0.3 if train_rows < SMALL_DATA_ROWS else 0.1
 
 
+def default_sequence_length(texts, longest=None):
+    """`--sequence-length`'s default, if not given: sized to the data.
+
+    The length that holds `LENGTH_QUANTILE` (90 %) of the training texts
+    whole, estimated from their whitespace words (`TOKENS_PER_WORD` tokens
+    a word, plus the start and end tokens), rounded up to a multiple of
+    `LENGTH_STEP` and kept within `LENGTH_BOUNDS` (64 to 256: attention
+    costs grow with the square of the length) and at most `longest` (a
+    language model's `max_length`, if any). Texts longer than the length
+    are cut. SST-2 (90 % of its training phrases have at most 21 words)
+    keeps the 64 it always had; IMDB reviews (458 words) get 256, which
+    on a 10,000-row sample reaches 0.798 test accuracy where 64 reached
+    0.725 (`benchmarks/quality_classification.md`).
+
+    Returns:
+        `(length, words)`: the length, and the quantile's word count.
+    """
+    words = np.array([len(text.split()) for text in texts] or [0])
+    quantile = float(np.quantile(words, LENGTH_QUANTILE))
+    tokens = quantile * TOKENS_PER_WORD + 2
+    length = LENGTH_STEP * math.ceil(tokens / LENGTH_STEP)
+    length = min(max(length, LENGTH_BOUNDS[0]), LENGTH_BOUNDS[1])
+    if longest is not None:
+        length = min(length, longest)
+    return length, quantile
+
+
+def with_sequence_length(tokenizer, sequence_length):
+    """The same tokenizer, cutting and padding to `sequence_length`."""
+    config = {**tokenizer.get_config(), "sequence_length": sequence_length}
+    return type(tokenizer).from_config(config)
+
+
 """## Starting from a language model
 
 A Transformer trained from scratch on a few thousand labelled texts learns
@@ -582,7 +625,8 @@ def take_language_model_sizes(args, causal_lm, lm_metrics, run_dir):
             )
         setattr(args, name, value)
     longest = causal_lm.max_length
-    if longest is not None and args.sequence_length > longest:
+    given = args.sequence_length
+    if longest is not None and given is not None and given > longest:
         raise ValueError(
             f"Received an invalid value for `--sequence-length`, expected at "
             f"most {longest}, the language model's max_length (in "
@@ -651,7 +695,14 @@ def parse_args(argv):
             help=f"default: {default}; with --from-lm, the language model's "
             "(another value is an error)",
         )
-    model.add_argument("--sequence-length", type=int, default=64)
+    model.add_argument(
+        "--sequence-length",
+        type=int,
+        default=None,
+        help="tokens a text (longer texts are cut); default: sized to the "
+        f"data, what holds {LENGTH_QUANTILE:.0%} of the training texts, "
+        f"{LENGTH_BOUNDS[0]} to {LENGTH_BOUNDS[1]}",
+    )
     model.add_argument(
         "--dropout",
         type=float,
@@ -779,6 +830,22 @@ def main(argv=None, callbacks=(), pretrain_callbacks=()):
         print(f"{split}: {len(texts)} rows")
     print(f"labels: {label_names}")
     train_texts, train_labels = splits["train"]
+    if args.sequence_length is None:
+        longest = None if start is None else start.model.max_length
+        args.sequence_length, words = default_sequence_length(
+            train_texts, longest
+        )
+        print(
+            f"sequence length: {args.sequence_length} ({LENGTH_QUANTILE:.0%} "
+            f"of the training texts have at most {words:.0f} words)"
+        )
+        if start is not None:
+            start = dataclasses.replace(
+                start,
+                tokenizer=with_sequence_length(
+                    start.tokenizer, args.sequence_length
+                ),
+            )
     baseline = tfidf_logreg_baseline(splits) if args.baseline else None
     if baseline is not None:
         print(

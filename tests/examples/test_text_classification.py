@@ -299,6 +299,34 @@ def test_default_dropout_is_sized_to_the_data(tmp_path):
     assert rates == {"embedding_dropout": 0.3, "head_dropout": 0.3}, rates
 
 
+def test_default_sequence_length_is_sized_to_the_data(tmp_path):
+    example = load_example("text_classification")
+
+    def words(n):
+        return " ".join(["word"] * n)
+
+    # Short texts (SST-2's phrases: 90 % at most 21 words) keep 64.
+    assert example.default_sequence_length([words(21)] * 10) == (64, 21.0)
+    assert example.default_sequence_length([]) == (64, 0.0)
+    # 90 % of the texts whole: 60 words, 92 tokens, rounded up to 96.
+    texts = [words(60)] * 19 + [words(1000)]
+    assert example.default_sequence_length(texts)[0] == 96
+    # Long reviews are bounded, and by a language model's longest length.
+    assert example.default_sequence_length([words(458)] * 10)[0] == 256
+    assert example.default_sequence_length([words(458)], longest=128)[0] == 128
+    # Without --sequence-length, the run's own texts size it; recorded.
+    data = _write_reviews(str(tmp_path / "data"))
+    out = str(tmp_path / "out")
+    tiny = TINY[:4] + TINY[6:]  # no --sequence-length
+    metrics = load_example("text_classification").main(
+        ["--data-dir", data, "--output-dir", out, *tiny, "--no-baseline"]
+        + ["--max-steps", "1"]
+    )
+    assert metrics["config"]["sequence_length"] == 64
+    model = keras.saving.load_model(os.path.join(out, "text_classifier.keras"))
+    assert model.tokenizer.sequence_length == 64
+
+
 def test_resumes_after_interruption(tmp_path):
     data = _write_reviews(str(tmp_path / "data"))
     out = str(tmp_path / "out")

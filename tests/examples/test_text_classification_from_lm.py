@@ -40,8 +40,8 @@ SIZES = [
 PRETRAIN_STEPS = 8
 
 
-def _run(data, out, *flags, callbacks=(), pretrain_callbacks=()):
-    args = ["--data-dir", data, "--output-dir", out, *COMMON, *flags]
+def _run(data, out, *flags, callbacks=(), pretrain_callbacks=(), common=COMMON):
+    args = ["--data-dir", data, "--output-dir", out, *common, *flags]
     return load_example("text_classification").main(
         args, callbacks=callbacks, pretrain_callbacks=pretrain_callbacks
     )
@@ -197,6 +197,25 @@ def test_from_lm_starts_from_a_finished_run(pretrained, tmp_path):
     assert model.classifier.get_layer("pooling").mode == "last"
     # The language model's run is read, never written.
     assert snapshot(run_dir) == before
+
+
+def test_from_lm_sizes_the_sequence_length_to_the_data(pretrained, tmp_path):
+    data, out, _, _ = pretrained
+    metrics = _run(
+        data,
+        str(tmp_path / "out"),
+        "--from-lm",
+        os.path.join(out, "pretrain"),
+        "--max-steps",
+        "1",
+        "--no-baseline",
+        common=["--batch-size", "16", "--verbose", "0"],
+    )
+    # Short texts: the lower bound, though the LM trained on 12-token
+    # windows (its rotary positions have no longest length).
+    assert metrics["config"]["sequence_length"] == 64
+    model = keras.saving.load_model(metrics["model_path"])
+    assert model.tokenizer.sequence_length == 64
 
 
 def test_from_lm_refuses_what_is_not_a_finished_run(tmp_path):
