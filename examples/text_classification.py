@@ -410,12 +410,18 @@ def default_sequence_length(texts, longest=None):
     whole, estimated from their whitespace words (`TOKENS_PER_WORD` tokens
     a word, plus the start and end tokens), rounded up to a multiple of
     `LENGTH_STEP` and kept within `LENGTH_BOUNDS` (64 to 256: attention
-    costs grow with the square of the length) and at most `longest` (a
-    language model's `max_length`, if any). Texts longer than the length
-    are cut. SST-2 (90 % of its training phrases have at most 21 words)
-    keeps the 64 it always had; IMDB reviews (458 words) get 256, which
-    on a 10,000-row sample reaches 0.798 test accuracy where 64 reached
-    0.725 (`benchmarks/quality_classification.md`).
+    costs grow with the square of the length) and at most `longest` (the
+    length a language model started from was trained on, if any:
+    `trained_length`). Texts longer than the length are cut. SST-2 (90 %
+    of its training phrases have at most 21 words) keeps the 64 it always
+    had; IMDB reviews (458 words) get 256, which on a 10,000-row sample
+    reaches 0.798 test accuracy where 64 reached 0.725
+    (`benchmarks/quality_classification.md`).
+
+    Args:
+        texts: list of str, the training texts.
+        longest: int or `None`, the longest length allowed. Defaults to
+            `None`.
 
     Returns:
         `(length, words)`: the length, and the quantile's word count.
@@ -428,6 +434,19 @@ def default_sequence_length(texts, longest=None):
     if longest is not None:
         length = min(length, longest)
     return length, quantile
+
+
+def trained_length(run):
+    """The longest texts a language model run (`LanguageModelRun`) was
+    trained on: its windows' length (`sequence_length` in its config),
+    and at most its `max_length` (learned positions). `None` if neither
+    is known."""
+    lengths = [
+        run.model.max_length,
+        run.metrics.get("config", {}).get("sequence_length"),
+    ]
+    lengths = [n for n in lengths if n is not None]
+    return min(lengths) if lengths else None
 
 
 def with_sequence_length(tokenizer, sequence_length):
@@ -586,11 +605,14 @@ def load_language_model(args):
     """`--from-lm`'s run (`recipes.load_language_model_run`), its
     tokenizer cutting `--sequence-length` ids a text; the size flags take
     the language model's values."""
-    run = recipes.load_language_model_run(
-        args.from_lm, args.sequence_length, argument="--from-lm"
-    )
+    run = recipes.load_language_model_run(args.from_lm, argument="--from-lm")
+    # Checks --sequence-length against the LM before the tokenizer uses it.
     take_language_model_sizes(args, run.model, run.metrics, args.from_lm)
-    return run
+    if args.sequence_length is None:
+        return run  # sized to the data later (`default_sequence_length`)
+    return dataclasses.replace(
+        run, tokenizer=with_sequence_length(run.tokenizer, args.sequence_length)
+    )
 
 
 def language_model_sizes(causal_lm, lm_metrics):
@@ -701,7 +723,8 @@ def parse_args(argv):
         default=None,
         help="tokens a text (longer texts are cut); default: sized to the "
         f"data, what holds {LENGTH_QUANTILE:.0%} of the training texts, "
-        f"{LENGTH_BOUNDS[0]} to {LENGTH_BOUNDS[1]}",
+        f"{LENGTH_BOUNDS[0]} to {LENGTH_BOUNDS[1]} (with --from-lm, at most "
+        "the length the language model was trained on)",
     )
     model.add_argument(
         "--dropout",
@@ -831,9 +854,8 @@ def main(argv=None, callbacks=(), pretrain_callbacks=()):
     print(f"labels: {label_names}")
     train_texts, train_labels = splits["train"]
     if args.sequence_length is None:
-        longest = None if start is None else start.model.max_length
         args.sequence_length, words = default_sequence_length(
-            train_texts, longest
+            train_texts, None if start is None else trained_length(start)
         )
         print(
             f"sequence length: {args.sequence_length} ({LENGTH_QUANTILE:.0%} "

@@ -868,6 +868,8 @@ def load_language_model_run(run_dir, sequence_length=None, argument="run_dir"):
     folder may have moved since it was trained) and a tokenizer over the
     run's saved SentencePiece model (`tokenizer.model`) or WordPiece
     vocabulary (`vocabulary.txt`, lower-cased as the run's `config` says),
+    the one its `config` names (a folder trained again with the other
+    tokenizer holds both files),
     adding the start and end tokens as the run tokenized its documents.
     Call it in a strategy's scope for the model's variables to be that
     strategy's.
@@ -884,11 +886,14 @@ def load_language_model_run(run_dir, sequence_length=None, argument="run_dir"):
         A `LanguageModelRun`.
 
     Raises:
-        FileNotFoundError: `run_dir` is not a finished run's folder (no
-            such folder, no `metrics.json`: an unfinished run, no model or
-            tokenizer file), or its model is no `CausalLM`, or its
-            tokenizer and model disagree on the vocabulary size; the
-            message says which.
+        TypeError: `run_dir` is not a path.
+        FileNotFoundError: `run_dir` is not a finished run's folder: no
+            such folder, no `metrics.json` (an unfinished run), no model
+            or no tokenizer file; the message says which.
+        ValueError: the folder's model is no `CausalLM`, its tokenizer
+            and model disagree on the vocabulary size, or
+            `sequence_length` is not a positive integer or is longer than
+            the model's `max_length` (learned positions).
 
     Example:
 
@@ -922,9 +927,10 @@ def load_language_model_run(run_dir, sequence_length=None, argument="run_dir"):
     run_dir = os.fspath(run_dir)
     _validation.positive_int("sequence_length", sequence_length, True)
 
-    def not_a_run(why):
-        return FileNotFoundError(
-            f"Received an invalid value for `{argument}`, expected the folder "
+    def not_a_run(why, error=FileNotFoundError):
+        return error(
+            f"Received an invalid value for argument `{argument}`, expected "
+            "the folder "
             "of a finished language-model run (train_language_model, "
             "examples/text_generation.py: its metrics.json, <name>.keras and "
             f"{SENTENCEPIECE_FILE} or {VOCABULARY_FILE}); {why}. Received: "
@@ -950,26 +956,45 @@ def load_language_model_run(run_dir, sequence_length=None, argument="run_dir"):
     model = keras.saving.load_model(model_path)
     if not isinstance(model, CausalLM):
         raise not_a_run(
-            f"{model_path} holds a {type(model).__name__}, not a CausalLM"
+            f"{model_path} holds a {type(model).__name__}, not a CausalLM",
+            ValueError,
         )
-    lower_case = metrics.get("config", {}).get(
-        "lower_case", LanguageModelOptions.lower_case
-    )
-    for kind, name in (
-        ("sentencepiece", SENTENCEPIECE_FILE),
-        ("wordpiece", VOCABULARY_FILE),
-    ):
-        path = os.path.join(run_dir, name)
-        if os.path.exists(path):
-            tokenizer = _run_tokenizer(
-                kind, _read_saved_tokenizer(path), lower_case, sequence_length
+    longest = model.max_length
+    if sequence_length is not None and longest is not None:
+        if sequence_length > longest:
+            raise _validation.invalid(
+                "sequence_length",
+                f"at most {longest}, the max_length of the model in {run_dir}",
+                sequence_length,
             )
-            break
+    config = metrics.get("config", {})
+    files = {"sentencepiece": SENTENCEPIECE_FILE, "wordpiece": VOCABULARY_FILE}
+    if config.get("tokenizer") in files:
+        # The tokenizer the run recorded (a folder trained again with the
+        # other one holds both files).
+        kind = config["tokenizer"]
+        if not os.path.exists(os.path.join(run_dir, files[kind])):
+            raise not_a_run(f"it holds no {files[kind]}, its {kind} model")
     else:
-        raise not_a_run("it holds no tokenizer file")
+        found = [
+            kind
+            for kind, name in files.items()
+            if os.path.exists(os.path.join(run_dir, name))
+        ]
+        if not found:
+            raise not_a_run("it holds no tokenizer file")
+        kind = found[0]
+    path = os.path.join(run_dir, files[kind])
+    tokenizer = _run_tokenizer(
+        kind,
+        _read_saved_tokenizer(path),
+        config.get("lower_case", LanguageModelOptions.lower_case),
+        sequence_length,
+    )
     if tokenizer.vocabulary_size != model.vocab_size:
         raise not_a_run(
             f"its tokenizer has {tokenizer.vocabulary_size} tokens but its "
-            f"model {model.vocab_size}"
+            f"model {model.vocab_size}",
+            ValueError,
         )
     return LanguageModelRun(model, tokenizer, metrics, run_dir)

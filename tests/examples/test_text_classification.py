@@ -42,8 +42,11 @@ TINY = [
 ]
 
 
-def _write_reviews(folder, rows=(192, 48, 40), labels=("0", "1"), jsonl=False):
-    """A learnable toy sentiment set: one polar word among filler words."""
+def _write_reviews(
+    folder, rows=(192, 48, 40), labels=("0", "1"), jsonl=False, words=(1, 8)
+):
+    """A learnable toy sentiment set: one polar word among `words` (a
+    range) filler words."""
     rng = random.Random(3)
     polar = (
         ["dull", "awful", "boring", "tedious", "weak"],
@@ -55,9 +58,9 @@ def _write_reviews(folder, rows=(192, 48, 40), labels=("0", "1"), jsonl=False):
         lines = []
         for _ in range(n):
             y = rng.randint(0, 1)
-            words = rng.choices(filler, k=rng.randint(1, 8))
-            words.insert(rng.randint(0, len(words)), rng.choice(polar[y]))
-            lines.append((" ".join(words), labels[y]))
+            text = rng.choices(filler, k=rng.randint(*words))
+            text.insert(rng.randint(0, len(text)), rng.choice(polar[y]))
+            lines.append((" ".join(text), labels[y]))
         if jsonl:
             with open(os.path.join(folder, f"{split}.jsonl"), "w") as f:
                 for text, y in lines:
@@ -314,17 +317,18 @@ def test_default_sequence_length_is_sized_to_the_data(tmp_path):
     # Long reviews are bounded, and by a language model's longest length.
     assert example.default_sequence_length([words(458)] * 10)[0] == 256
     assert example.default_sequence_length([words(458)], longest=128)[0] == 128
-    # Without --sequence-length, the run's own texts size it; recorded.
-    data = _write_reviews(str(tmp_path / "data"))
+    # Without --sequence-length, the run's own texts size it: 59-60 filler
+    # words and a polar one, 93 tokens at most, so 96; recorded.
+    data = _write_reviews(str(tmp_path / "data"), words=(59, 60))
     out = str(tmp_path / "out")
     tiny = TINY[:4] + TINY[6:]  # no --sequence-length
     metrics = load_example("text_classification").main(
         ["--data-dir", data, "--output-dir", out, *tiny, "--no-baseline"]
         + ["--max-steps", "1"]
     )
-    assert metrics["config"]["sequence_length"] == 64
+    assert metrics["config"]["sequence_length"] == 96
     model = keras.saving.load_model(os.path.join(out, "text_classifier.keras"))
-    assert model.tokenizer.sequence_length == 64
+    assert model.tokenizer.sequence_length == 96
 
 
 def test_resumes_after_interruption(tmp_path):

@@ -211,11 +211,11 @@ def test_from_lm_sizes_the_sequence_length_to_the_data(pretrained, tmp_path):
         "--no-baseline",
         common=["--batch-size", "16", "--verbose", "0"],
     )
-    # Short texts: the lower bound, though the LM trained on 12-token
-    # windows (its rotary positions have no longest length).
-    assert metrics["config"]["sequence_length"] == 64
+    # Short texts would get 64, but the LM was trained on 12-token windows
+    # (its rotary positions have no longest length): no longer than those.
+    assert metrics["config"]["sequence_length"] == 12
     model = keras.saving.load_model(metrics["model_path"])
-    assert model.tokenizer.sequence_length == 64
+    assert model.tokenizer.sequence_length == 12
 
 
 def test_from_lm_refuses_what_is_not_a_finished_run(tmp_path):

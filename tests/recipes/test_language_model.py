@@ -5,6 +5,7 @@ on a learnable toy grammar, in `tests/examples/test_text_generation.py`.
 """
 
 import argparse
+import json
 import os
 import shutil
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_selfattn.models import CausalLM
 from keras_selfattn.models import next_token_batch
 from keras_selfattn.recipes import LanguageModelData
 from keras_selfattn.recipes import LanguageModelOptions
@@ -232,6 +234,28 @@ def test_load_language_model_run_gives_back_what_the_run_trained(tmp_path):
     assert (got[len(want) :] == 0).all()
 
 
+def _fake_run(folder, tokenizer=None, vocabulary=VOCABULARY, **model_args):
+    """A run folder by hand: a tiny untrained `CausalLM` `.keras`, a
+    WordPiece vocabulary, and a `metrics.json` naming them."""
+    model = CausalLM(
+        vocab_size=len(VOCABULARY),
+        num_layers=1,
+        hidden_dim=8,
+        num_heads=2,
+        ff_dim=8,
+        **model_args,
+    )
+    model(np.ones((1, 4), "int32"))
+    model.save(os.path.join(folder, "lm.keras"))
+    (folder / "vocabulary.txt").write_text("\n".join(vocabulary) + "\n")
+    config = {"sequence_length": 16}
+    if tokenizer is not None:
+        config["tokenizer"] = tokenizer
+    metrics = {"model_path": "elsewhere/lm.keras", "config": config}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return str(folder)
+
+
 def test_load_language_model_run_refuses_what_is_not_a_finished_run(
     tmp_path,
 ):
@@ -239,6 +263,9 @@ def test_load_language_model_run_refuses_what_is_not_a_finished_run(
         load_language_model_run(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="`--from-lm`.*did not finish"):
         load_language_model_run(str(tmp_path), argument="--from-lm")
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="names no model_path"):
+        load_language_model_run(str(tmp_path))
     (tmp_path / "metrics.json").write_text('{"model_path": "x/lm.keras"}')
     with pytest.raises(FileNotFoundError, match="lm.keras is missing"):
         load_language_model_run(str(tmp_path))
@@ -246,3 +273,37 @@ def test_load_language_model_run_refuses_what_is_not_a_finished_run(
         load_language_model_run(None)
     with pytest.raises(ValueError, match="`sequence_length`"):
         load_language_model_run(str(tmp_path), sequence_length=0)
+    # A .keras file that holds another kind of model.
+    other = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    other.save(str(tmp_path / "lm.keras"))
+    with pytest.raises(ValueError, match="holds a Sequential, not a CausalLM"):
+        load_language_model_run(str(tmp_path))
+
+
+def test_load_language_model_run_checks_tokenizer_and_lengths(tmp_path):
+    run_dir = _fake_run(tmp_path, position_embedding="learned", max_length=12)
+    run = load_language_model_run(run_dir, sequence_length=12)
+    assert run.tokenizer.sequence_length == 12
+    with pytest.raises(ValueError, match="`sequence_length`, expected at most"):
+        load_language_model_run(run_dir, sequence_length=13)
+    os.remove(os.path.join(run_dir, "vocabulary.txt"))
+    with pytest.raises(FileNotFoundError, match="no tokenizer file"):
+        load_language_model_run(run_dir)
+    (tmp_path / "vocabulary.txt").write_text("\n".join(VOCABULARY[:6]) + "\n")
+    with pytest.raises(ValueError, match="tokenizer has 6 tokens but"):
+        load_language_model_run(run_dir)
+
+
+def test_load_language_model_run_takes_the_tokenizer_it_recorded(tmp_path):
+    # Trained with SentencePiece, then again with WordPiece (--overwrite):
+    # both files are there; the run's config says which is its own.
+    run_dir = _fake_run(tmp_path, tokenizer="wordpiece")
+    (tmp_path / "tokenizer.model").write_bytes(b"a stale model")
+    run = load_language_model_run(run_dir)
+    assert isinstance(run.tokenizer, WordPieceTokenizer)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics["config"]["tokenizer"] = "sentencepiece"
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    os.remove(tmp_path / "tokenizer.model")
+    with pytest.raises(FileNotFoundError, match="no tokenizer.model"):
+        load_language_model_run(run_dir)
