@@ -56,7 +56,8 @@ texts (or on `--pretrain-data-dir`), into `<output-dir>/pretrain` (resumed
 after an interruption; redone by `--overwrite`), then go on as
 `--from-lm`. `metrics.json` records `from_lm`, `pretrain` (the language
 model's steps, training seconds and test perplexity) and
-`total_train_seconds` (pre-training included).
+`total_train_seconds` (pre-training included; every training's seconds
+are counted across interruptions).
 """
 
 """## Setup"""
@@ -475,8 +476,9 @@ ways in:
   sizes, into `<output-dir>/pretrain`; then start from it as above.
 
 `metrics.json` records the start (`from_lm`, `pretrain`) and
-`total_train_seconds`, pre-training included, so that runs that cost the
-same CPU time can be compared.
+`total_train_seconds`, pre-training included (each training's seconds
+counted across interruptions, up to its last backup), so that runs that
+cost the same CPU time can be compared.
 """
 
 
@@ -976,9 +978,9 @@ def main(argv=None, callbacks=(), pretrain_callbacks=()):
     weights, the optimizer state and the epoch at the end of every epoch;
     re-running the same command after a crash restores them and continues
     with the next epoch. It also writes the TensorBoard curves and stops
-    after `--max-steps` optimizer steps (counted across an interruption) or
-    `--time-budget-minutes`, mid-epoch. `ModelCheckpoint` keeps the latest
-    complete model.
+    after `--max-steps` optimizer steps or `--time-budget-minutes` (both
+    counted across an interruption), mid-epoch. `ModelCheckpoint` keeps
+    the latest complete model.
     """
     fit_callbacks = [
         keras.callbacks.ModelCheckpoint(

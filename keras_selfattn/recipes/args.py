@@ -58,7 +58,8 @@ class TrainingOptions:
         max_steps: int or `None`, stop after this many optimizer steps in
             all (`StopAtStep`). Defaults to `None`.
         time_budget_minutes: float or `None`, stop after this much training
-            time (`TimeBudget`). Defaults to `None`.
+            time in all, across interruptions (`TimeBudget`). Defaults to
+            `None`.
         batch_size: int, for training and evaluation. Defaults to `64`.
         learning_rate: float, the constant rate or the cosine schedule's
             peak (`learning_rate_schedule`). Defaults to `5e-4`.
@@ -497,6 +498,8 @@ def add_training_arguments(parser, **defaults):
         "--time-budget-minutes",
         type=float,
         default=default["time_budget_minutes"],
+        help="stop after this many minutes of training in all (a resumed "
+        "run counts the minutes trained before the interruption)",
     )
     train.add_argument("--batch-size", type=int, default=default["batch_size"])
     train.add_argument(

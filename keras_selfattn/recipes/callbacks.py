@@ -62,14 +62,20 @@ class StopAtStep(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops training after `minutes` of wall-clock training time.
+    """Stops training once `minutes` of wall-clock training time are spent,
+    counting `spent_seconds` already spent before this `fit`.
 
     The clock starts when `fit` starts and is read after every batch, so
-    training stops mid-epoch (after at least one batch); `stopped` tells
-    whether the budget ended it.
+    training stops mid-epoch (after at least one batch: a budget already
+    spent at the start stops after the first); `stopped` tells whether the
+    budget ended it. `fit_resumable` passes the seconds that earlier,
+    interrupted calls trained, so the budget is the run's, not the call's.
 
     Args:
         minutes: float >= 0, the training time budget in minutes.
+        spent_seconds: float >= 0, the seconds of the budget spent before
+            this `fit` (e.g. by an interrupted run it resumes). Defaults
+            to `0.0`.
 
     Example:
 
@@ -83,11 +89,19 @@ class TimeBudget(keras.callbacks.Callback):
     ...               epochs=5, verbose=0, callbacks=[budget])
     >>> budget.stopped, int(model.optimizer.iterations.numpy())
     (True, 1)
+    >>> spent = TimeBudget(1, spent_seconds=60)  # a resumed run's budget
+    >>> _ = model.fit(np.zeros((32, 3)), np.zeros((32, 1)), batch_size=4,
+    ...               epochs=5, verbose=0, callbacks=[spent])
+    >>> spent.stopped, int(model.optimizer.iterations.numpy())
+    (True, 2)
     """
 
-    def __init__(self, minutes):
+    def __init__(self, minutes, spent_seconds=0.0):
         super().__init__()
         self.minutes = _validation.non_negative_float("minutes", minutes)
+        self.spent_seconds = _validation.non_negative_float(
+            "spent_seconds", spent_seconds
+        )
         self.seconds = 60.0 * self.minutes
         self.stopped = False
 
@@ -95,7 +109,8 @@ class TimeBudget(keras.callbacks.Callback):
         self.start = time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.start >= self.seconds:
+        spent = self.spent_seconds + time.monotonic() - self.start
+        if spent >= self.seconds:
             self.stopped = True
             self.model.stop_training = True
 

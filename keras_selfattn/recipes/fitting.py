@@ -4,10 +4,12 @@
 `worker_output_dir` the folder each worker writes to;
 `learning_rate_schedule` gives a constant rate or warm-up then cosine decay;
 `fit_resumable` runs `fit` so that re-running it after a crash continues
-where it stopped. The module imports no TensorFlow: `make_strategy`
+where it stopped, its training seconds and time budget counted across the
+interruption. The module imports no TensorFlow: `make_strategy`
 imports it when called.
 """
 
+import json
 import os
 import time
 
@@ -23,6 +25,9 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 SCHEDULES = ("constant", "cosine")
 # `BackupAndRestore`'s folder in the output folder: an interrupted run.
 BACKUP_DIR = "backup"
+# The ledger of training seconds, in the backup folder: `BackupAndRestore`
+# deletes it with the backup when training finishes.
+SECONDS_LEDGER = "train_seconds.json"
 
 __all__ = [
     "fit_resumable",
@@ -163,6 +168,41 @@ def learning_rate_schedule(
     )
 
 
+def _read_seconds_ledger(backup_dir):
+    """The training seconds of the interrupted calls before this one, from
+    the ledger in `backup_dir` (0.0 when there is none: a fresh run)."""
+    path = os.path.join(backup_dir, SECONDS_LEDGER)
+    if not os.path.exists(path):
+        return 0.0
+    with open(path) as f:
+        return float(json.load(f)["seconds"])
+
+
+class _SecondsLedger(keras.callbacks.Callback):
+    """Writes the run's training seconds so far (`earlier_seconds` plus
+    this call's since `start`, a `time.monotonic()` reading) and the epoch
+    to resume from to `<backup_dir>/train_seconds.json` at each epoch's
+    end. Placed after `BackupAndRestore`, so the ledger never counts an
+    epoch whose backup was not written."""
+
+    def __init__(self, backup_dir, earlier_seconds, start):
+        super().__init__()
+        self.path = os.path.join(backup_dir, SECONDS_LEDGER)
+        self.earlier_seconds = earlier_seconds
+        self.start = start
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = self.earlier_seconds + time.monotonic() - self.start
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        # Written whole, then renamed: a kill mid-write leaves the last
+        # ledger, never a truncated one.
+        temporary = self.path + ".tmp"
+        with open(temporary, "w") as f:
+            # `epoch` as in `BackupAndRestore`'s metadata: the next one.
+            json.dump({"seconds": seconds, "epoch": epoch + 1}, f)
+        os.replace(temporary, self.path)
+
+
 def fit_resumable(
     model,
     train_data,
@@ -185,6 +225,14 @@ def fit_resumable(
     (`tensorboard_callback`); `StopAtStep` and `TimeBudget` stop training
     mid-epoch when asked. Then come `callbacks`.
 
+    The training seconds are the run's, across interruptions: a ledger in
+    `backup/` (`train_seconds.json`, deleted with the backup) holds the
+    seconds trained up to the last backup, written after it at each
+    epoch's end; a resumed call starts from them, and the time budget
+    counts them as spent. The seconds of an interrupted epoch after its
+    last backup are lost work and are not counted: the restored weights
+    do not reflect them.
+
     Args:
         model: a compiled `keras.Model`.
         train_data: the training data for `fit`, e.g. a batched
@@ -197,7 +245,7 @@ def fit_resumable(
         max_steps: int or `None`, stop after this many optimizer steps (in
             all, across interruptions). Defaults to `None`.
         time_budget_minutes: float or `None`, stop after this much training
-            time in this call. Defaults to `None`.
+            time (in all, across interruptions). Defaults to `None`.
         callbacks: more Keras callbacks. Defaults to `()`.
         verbose: 0, 1 or 2, `fit`'s verbosity. Defaults to `1`.
         steps_per_epoch: int or `None`, as in `fit`: an epoch of this many
@@ -207,11 +255,12 @@ def fit_resumable(
 
     Returns:
         A tuple `(history, record)`: the `keras.callbacks.History`, and a
-        JSON-ready dict with `train_seconds` (this call, rounded to 0.1 s),
-        `train_loss` and `val_loss` (per epoch run), `epochs` (the epoch
-        indices run), `initial_epoch` (the first of them: > 0 after a
-        resume, `None` if none ran), `steps` (the optimizer's step count)
-        and `stopped_by_time_budget`.
+        JSON-ready dict with `train_seconds` (the run's, across
+        interruptions, rounded to 0.1 s), `call_seconds` (this call's
+        alone, rounded), `train_loss` and `val_loss` (per epoch run),
+        `epochs` (the epoch indices run), `initial_epoch` (the first of
+        them: > 0 after a resume, `None` if none ran), `steps` (the
+        optimizer's step count) and `stopped_by_time_budget`.
 
     Example:
 
@@ -229,25 +278,31 @@ def fit_resumable(
     ...     verbose=0)
     >>> record["steps"], record["epochs"], record["stopped_by_time_budget"]
     (2, [0], False)
+    >>> record["train_seconds"] == record["call_seconds"]  # not resumed
+    True
     """
     epochs = _validation.positive_int("epochs", epochs)
     steps_per_epoch = _validation.positive_int(
         "steps_per_epoch", steps_per_epoch, allow_none=True
     )
     os.makedirs(output_dir, exist_ok=True)
+    backup_dir = os.path.join(output_dir, BACKUP_DIR)
+    earlier_seconds = _read_seconds_ledger(backup_dir)
+    start = time.monotonic()
     fit_callbacks = [
-        keras.callbacks.BackupAndRestore(
-            backup_dir=os.path.join(output_dir, BACKUP_DIR)
-        ),
+        keras.callbacks.BackupAndRestore(backup_dir=backup_dir),
+        # After the backup: it counts only backed-up epochs.
+        _SecondsLedger(backup_dir, earlier_seconds, start),
         tensorboard_callback(os.path.join(output_dir, "logs")),
     ]
     if max_steps is not None:
         fit_callbacks.append(StopAtStep(max_steps))
     time_budget = None
     if time_budget_minutes is not None:
-        time_budget = TimeBudget(time_budget_minutes)
+        time_budget = TimeBudget(
+            time_budget_minutes, spent_seconds=earlier_seconds
+        )
         fit_callbacks.append(time_budget)
-    start = time.time()
     history = model.fit(
         train_data,
         validation_data=validation_data,
@@ -258,10 +313,11 @@ def fit_resumable(
         shuffle=False,
         verbose=verbose,
     )
-    train_seconds = time.time() - start
+    call_seconds = time.monotonic() - start
     logs = history.history
     record = {
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(earlier_seconds + call_seconds, 1),
+        "call_seconds": round(call_seconds, 1),
         "train_loss": [float(v) for v in logs.get("loss", [])],
         "val_loss": [float(v) for v in logs.get("val_loss", [])],
         "epochs": [int(e) for e in history.epoch],

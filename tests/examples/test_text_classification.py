@@ -348,6 +348,8 @@ def test_resumes_after_interruption(tmp_path):
     assert metrics["steps"] == 4 * 12
     # A fresh model starts near ln 2 = 0.69; the restored one is past that.
     assert metrics["train_loss"][0] < 0.6, metrics["train_loss"]
+    # The run's seconds count the two backed-up epochs before the re-run.
+    assert metrics["train_seconds"] > metrics["call_seconds"] > 0
     assert not os.path.exists(os.path.join(out, "backup"))
 
 

@@ -270,6 +270,13 @@ def test_fine_tuning_resumes_and_keeps_the_pretraining(pretrained, tmp_path):
     metrics = _run(data, resumed, *flags)
     assert metrics["initial_epoch"] == 1 and metrics["epochs"] == [1, 2]
     assert metrics["steps"] == 3 * 12
+    # The fine-tuning's seconds count its epoch before the interruption,
+    # and the total the language model's.
+    assert metrics["train_seconds"] > metrics["call_seconds"] > 0
+    assert metrics["total_train_seconds"] == pytest.approx(
+        metrics["train_seconds"] + metrics["pretrain"]["train_seconds"],
+        abs=0.11,
+    )
     assert metrics["pretrain"]["steps"] == PRETRAIN_STEPS
     assert snapshot(os.path.join(resumed, "pretrain")) == lm_files
 

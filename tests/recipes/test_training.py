@@ -142,10 +142,28 @@ def test_ample_time_budget_does_not_stop():
     assert _steps(model) == 2 * STEPS_PER_EPOCH
 
 
+def test_spent_time_budget_stops_after_one_step():
+    model = _model()
+    # A minute's budget of which a resumed run spent a minute already.
+    budget = recipes.TimeBudget(1, spent_seconds=60)
+    _fit(model, [budget])
+    assert budget.spent_seconds == 60.0
+    assert budget.stopped is True
+    assert _steps(model) == 1
+
+
 @pytest.mark.parametrize("bad", [-1, -0.5, math.nan, math.inf, True, "1"])
 def test_time_budget_rejects_bad_minutes(bad):
     with pytest.raises(ValueError, match="`minutes`, expected a float >= 0"):
         recipes.TimeBudget(bad)
+
+
+@pytest.mark.parametrize("bad", [-1, math.nan, math.inf, True, None, "1"])
+def test_time_budget_rejects_bad_spent_seconds(bad):
+    with pytest.raises(
+        ValueError, match="`spent_seconds`, expected a float >= 0"
+    ):
+        recipes.TimeBudget(1, spent_seconds=bad)
 
 
 # EpochScalars and tensorboard_callback
@@ -408,6 +426,24 @@ class _SlowEpochs(keras.callbacks.Callback):
         time.sleep(self.seconds)
 
 
+class _SlowBatches(keras.callbacks.Callback):
+    """Makes every training batch last at least `seconds`: the training
+    seconds of a run have a known lower bound."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(self.seconds)
+
+
+def _ledger(output_dir):
+    path = os.path.join(output_dir, "backup", fitting.SECONDS_LEDGER)
+    with open(path) as f:
+        return json.load(f)
+
+
 def test_fit_resumable_record_and_files(tmp_path):
     model = _model()
     start = time.time()
@@ -422,6 +458,7 @@ def test_fit_resumable_record_and_files(tmp_path):
     elapsed = time.time() - start
     assert set(record) == {
         "train_seconds",
+        "call_seconds",
         "train_loss",
         "val_loss",
         "epochs",
@@ -437,6 +474,8 @@ def test_fit_resumable_record_and_files(tmp_path):
     # The time of `fit` itself: at least the two slowed epochs, at most the
     # whole call (rounded to 0.1 s).
     assert 0.8 <= record["train_seconds"] <= round(elapsed, 1) + 0.05
+    # Not resumed: the run's seconds are this call's.
+    assert record["call_seconds"] == record["train_seconds"]
     assert os.listdir(tmp_path / "logs")
     # Training finished: the interruption backup is gone.
     assert not os.path.exists(tmp_path / "backup")
@@ -460,6 +499,92 @@ def test_fit_resumable_continues_after_an_interruption(tmp_path):
     assert record["initial_epoch"] == 1
     assert record["epochs"] == [1, 2]
     assert record["steps"] == 3 * STEPS_PER_EPOCH
+
+
+def test_fit_resumable_counts_seconds_across_an_interruption(tmp_path):
+    out = str(tmp_path)
+    batch_seconds = 0.05
+    start = time.monotonic()
+    # Killed 3 batches into the second epoch, after the first one's backup.
+    with pytest.raises(Interrupted):
+        recipes.fit_resumable(
+            _model(),
+            _data(),
+            out,
+            epochs=3,
+            callbacks=[
+                _SlowBatches(batch_seconds),
+                InterruptAfter(STEPS_PER_EPOCH + 3),
+            ],
+            verbose=0,
+        )
+    first_call = time.monotonic() - start
+    ledger = _ledger(out)
+    # The first epoch's seconds, without the 3 batches after its backup:
+    # lost work, which the restored weights do not reflect.
+    assert ledger["epoch"] == 1
+    assert STEPS_PER_EPOCH * batch_seconds <= ledger["seconds"]
+    assert ledger["seconds"] <= first_call - 3 * batch_seconds
+    _, record = recipes.fit_resumable(
+        _model(),
+        _data(),
+        out,
+        epochs=3,
+        callbacks=[_SlowBatches(batch_seconds)],
+        verbose=0,
+    )
+    assert record["epochs"] == [1, 2]
+    assert record["call_seconds"] >= 2 * STEPS_PER_EPOCH * batch_seconds
+    # The run's seconds: the first call's up to its backup, then this
+    # call's (each rounded to 0.1 s).
+    assert record["train_seconds"] == pytest.approx(
+        ledger["seconds"] + record["call_seconds"], abs=0.11
+    )
+    assert record["train_seconds"] >= 3 * STEPS_PER_EPOCH * batch_seconds
+    # Training finished: the ledger went with the backup.
+    assert not os.path.exists(tmp_path / "backup")
+
+
+def test_fit_resumable_time_budget_counts_the_earlier_seconds(tmp_path):
+    # The first call trains an epoch of at least `budget` seconds, then is
+    # killed in the second.
+    budget = 2.0
+    with pytest.raises(Interrupted):
+        recipes.fit_resumable(
+            _model(),
+            _data(),
+            str(tmp_path / "resumed"),
+            epochs=3,
+            callbacks=[
+                _SlowBatches(budget / STEPS_PER_EPOCH),
+                InterruptAfter(STEPS_PER_EPOCH + 1),
+            ],
+            verbose=0,
+        )
+    assert _ledger(str(tmp_path / "resumed"))["seconds"] >= budget
+    # Re-run with a budget the first call spent already: one step.
+    _, resumed = recipes.fit_resumable(
+        _model(),
+        _data(),
+        str(tmp_path / "resumed"),
+        epochs=3,
+        time_budget_minutes=budget / 60,
+        verbose=0,
+    )
+    assert resumed["stopped_by_time_budget"] is True
+    assert resumed["steps"] == STEPS_PER_EPOCH + 1
+    assert resumed["train_seconds"] >= budget
+    # The same budget, fresh: the two epochs' few steps fit in it.
+    _, fresh = recipes.fit_resumable(
+        _model(),
+        _data(),
+        str(tmp_path / "fresh"),
+        epochs=2,
+        time_budget_minutes=budget / 60,
+        verbose=0,
+    )
+    assert fresh["stopped_by_time_budget"] is False
+    assert fresh["steps"] == 2 * STEPS_PER_EPOCH
 
 
 def test_fit_resumable_step_cap_and_time_budget(tmp_path):
