@@ -108,8 +108,9 @@ def prepare_output_dir(
 
     Raises:
         FileExistsError: `output_dir` holds files but neither a finished
-            nor an interrupted run, and `overwrite` is `False`; the message
-            names the files and `--overwrite`.
+            nor an interrupted run, and neither `overwrite` nor
+            `restart_unfinished` is `True`; the message names the files
+            and `--overwrite`.
 
     Example:
 
