@@ -25,13 +25,19 @@ Extra flags after `--` go to every arm and the pre-training (e.g. `--
 --max-train-rows 10000` for a 10k-row subset); the budgets, epochs and
 rates stay the benchmark's.
 
+`--settings defaults` gives every arm the example's default model flags
+(sized to the data) instead of the tuned ones: what a user's plain command
+does, e.g. on a 10,000-row subset (issue 16's held-out-shaped check). The
+scratch arm also fits the example's TF-IDF + logistic regression baseline,
+printed under the table.
+
 Usage:
 
     python benchmarks/pretraining_quality.py
     python benchmarks/pretraining_quality.py --learning-rates 3e-4,1e-3 \\
         --json /tmp/pretraining.json
-    python benchmarks/pretraining_quality.py --scratch-minutes 3 \\
-        -- --max-train-rows 2000      # a quick look
+    python benchmarks/pretraining_quality.py --settings defaults \\
+        --pretrain-fraction 0.5 -- --max-train-rows 10000
 
 The machine's load average is printed before and after each arm: other
 jobs on the same cores slow training, and a fixed budget then buys fewer
@@ -100,6 +106,10 @@ def _run_arm(name, example_argv):
         "pretrain_seconds": pretrain.get("train_seconds"),
         "lm_test_perplexity": pretrain.get("test_perplexity"),
         "total_train_seconds": round(metrics["total_train_seconds"], 1),
+        "sequence_length": metrics["config"]["sequence_length"],
+        "baseline_tfidf_logreg_accuracy": metrics.get(
+            "baseline_tfidf_logreg_accuracy"
+        ),
         "stopped_by_time_budget": metrics["stopped_by_time_budget"],
         "wall_seconds": round(wall, 1),
         "load_average_before": before,
@@ -120,9 +130,10 @@ def _pretrain(example_argv):
     example.check_start_flags(args)
     example.fill_default_sizes(args)
     if args.sequence_length is None:
-        raise ValueError(
-            "pretraining_quality.py needs the dataset's --sequence-length "
-            "(its settings give one): the language model's windows"
+        # As the example sizes it, from the training texts.
+        splits, _ = example.load_splits(args, args.data_dir)
+        args.sequence_length, _ = example.default_sequence_length(
+            splits["train"][0]
         )
     lm_dir = example.pretrain_language_model(args, args.data_dir)
     print(f"load average after: {_load_average()}")
@@ -167,6 +178,14 @@ def main(argv=None):
     )
     p.add_argument("--dataset", choices=sorted(SETTINGS), default="imdb")
     p.add_argument(
+        "--settings",
+        choices=("tuned", "defaults"),
+        default="tuned",
+        help="the model flags of every arm: quality_classification.py's "
+        "tuned ones for the dataset, or none (the example's defaults, "
+        "sized to the data)",
+    )
+    p.add_argument(
         "--scratch-minutes",
         type=float,
         default=None,
@@ -198,10 +217,9 @@ def main(argv=None):
         os.path.join(args.data_root, "classification", args.dataset),
         # A benchmark measures fresh runs, even in folders used before.
         "--overwrite",
-        "--no-baseline",
         "--verbose",
         str(args.verbose),
-        *setting["flags"],
+        *(setting["flags"] if args.settings == "tuned" else []),
     ]
     rows = []
     scratch_minutes = args.scratch_minutes or setting["minutes"]
@@ -213,6 +231,8 @@ def main(argv=None):
             [
                 *common,
                 *args.extra,
+                # The TF-IDF + logistic regression baseline, once.
+                "--baseline",
                 "--output-dir",
                 os.path.join(args.output_dir, "scratch"),
                 "--time-budget-minutes",
@@ -228,6 +248,7 @@ def main(argv=None):
         [
             *common,
             *args.extra,
+            "--no-baseline",
             "--output-dir",
             os.path.join(args.output_dir, "pretrained"),
             "--pretrain-minutes",
@@ -244,6 +265,7 @@ def main(argv=None):
                 [
                     *common,
                     *args.extra,
+                    "--no-baseline",
                     "--output-dir",
                     os.path.join(args.output_dir, f"finetuned_lr{rate:g}"),
                     "--from-lm",
@@ -259,9 +281,13 @@ def main(argv=None):
         )
     print()
     print(_table(rows))
+    baseline = rows[0]["baseline_tfidf_logreg_accuracy"]
+    if baseline is not None:
+        print(f"\nTF-IDF + logistic regression baseline: {baseline:.4f}")
     result = {
         "dataset": args.dataset,
         "budget_seconds": budget,
+        "settings": args.settings,
         "pretrain_fraction": args.pretrain_fraction,
         "pretrain_seconds": lm_seconds,
         "finetune_epochs": args.finetune_epochs,
