@@ -64,7 +64,6 @@ are counted across interruptions).
 
 import argparse
 import copy
-import dataclasses
 import importlib
 import json
 import math
@@ -606,17 +605,13 @@ def learn_tokenizer(args, train_texts):
 
 
 def load_language_model(args):
-    """`--from-lm`'s run (`recipes.load_language_model_run`), its
-    tokenizer cutting `--sequence-length` ids a text; the size flags take
-    the language model's values."""
+    """`--from-lm`'s run (`recipes.load_language_model_run`); the size
+    flags take the language model's values, and a `--sequence-length`
+    longer than it allows is refused. Its tokenizer is cut to the
+    classifier's length where `main` takes it (`with_sequence_length`)."""
     run = recipes.load_language_model_run(args.from_lm, argument="--from-lm")
-    # Checks --sequence-length against the LM before the tokenizer uses it.
     take_language_model_sizes(args, run.model, run.metrics, args.from_lm)
-    if args.sequence_length is None:
-        return run  # sized to the data later (`default_sequence_length`)
-    return dataclasses.replace(
-        run, tokenizer=with_sequence_length(run.tokenizer, args.sequence_length)
-    )
+    return run
 
 
 def language_model_sizes(causal_lm, lm_metrics):
@@ -865,13 +860,6 @@ def main(argv=None, callbacks=(), pretrain_callbacks=()):
             f"sequence length: {args.sequence_length} ({LENGTH_QUANTILE:.0%} "
             f"of the training texts have at most {words:.0f} words)"
         )
-        if start is not None:
-            start = dataclasses.replace(
-                start,
-                tokenizer=with_sequence_length(
-                    start.tokenizer, args.sequence_length
-                ),
-            )
     baseline = tfidf_logreg_baseline(splits) if args.baseline else None
     if baseline is not None:
         print(
@@ -895,11 +883,10 @@ def main(argv=None, callbacks=(), pretrain_callbacks=()):
         causal_lm, lm_pretrain = None, None
         tokenizer = learn_tokenizer(args, train_texts)
     else:
-        causal_lm, tokenizer, lm_metrics = (
-            start.model,
-            start.tokenizer,
-            start.metrics,
-        )
+        causal_lm, lm_metrics = start.model, start.metrics
+        # The LM's tokenizer, cutting and padding to the classifier's
+        # length (given, or sized to the data above).
+        tokenizer = with_sequence_length(start.tokenizer, args.sequence_length)
         lm_pretrain = pretrain_record(
             lm_metrics, args.from_lm, trained_here=pretraining(args)
         )
