@@ -657,7 +657,8 @@ def train_language_model(
     and its metrics returned, with no training; an interrupted run
     (`backup/`) resumes with its saved tokenizer; any other used folder is
     refused unless `overwrite`, which trains a fresh run (new tokenizer
-    too) and publishes the next serving version. Then
+    too) and publishes the next serving version, or `restart_unfinished`
+    (see below). Then
     `read_language_model_data`, `build_language_model` (under the
     strategy's scope), `fit_language_model`, `evaluate_perplexity` on the
     test split (its first `max_eval_rows` texts), `sample_continuations`
