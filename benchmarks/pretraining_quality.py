@@ -89,6 +89,15 @@ def _fraction(text):
     return value
 
 
+def _positive(text):
+    value = float(text)
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number, got {text!r}"
+        )
+    return value
+
+
 def _run_arm(name, example_argv):
     print(f"\n=== {name}: examples/text_classification.py", end=" ")
     print(" ".join(example_argv))
@@ -115,6 +124,7 @@ def _run_arm(name, example_argv):
         "lm_test_perplexity": pretrain.get("test_perplexity"),
         "total_train_seconds": round(metrics["total_train_seconds"], 1),
         "sequence_length": metrics["config"]["sequence_length"],
+        "epochs": metrics["config"]["epochs"],
         "baseline_tfidf_logreg_accuracy": metrics.get(
             "baseline_tfidf_logreg_accuracy"
         ),
@@ -146,25 +156,6 @@ def _pretrain(example_argv):
     lm_dir = example.pretrain_language_model(args, args.data_dir)
     print(f"load average after: {_load_average()}")
     return lm_dir
-
-
-def _scratch_epochs(setting, args):
-    """The scratch arm's epochs: the last `--epochs` among the tuned
-    flags and the extra ones, else the example's default."""
-    flags = [
-        *(setting["flags"] if args.settings == "tuned" else []),
-        *args.extra,
-    ]
-    epochs = None
-    for i, flag in enumerate(flags):
-        if flag == "--epochs" and i + 1 < len(flags):
-            epochs = int(flags[i + 1])
-        elif flag.startswith("--epochs="):
-            epochs = int(flag.split("=", 1)[1])
-    if epochs is None:
-        example = load_example("text_classification")
-        epochs = example.parse_args(["--data-dir", "."]).epochs
-    return epochs
 
 
 def _table(rows):
@@ -228,7 +219,7 @@ def main(argv=None):
     )
     p.add_argument(
         "--pretrain-minutes",
-        type=float,
+        type=_positive,
         default=None,
         help="pre-train for this many minutes as a one-off cost: every "
         "fine-tuning arm then gets the scratch arm's whole budget and "
@@ -252,16 +243,8 @@ def main(argv=None):
     p.add_argument("--verbose", type=int, default=2)
     p.add_argument("extra", nargs="*", help="more flags for every arm")
     args = p.parse_args(argv)
-    if args.pretrain_minutes is not None and args.pretrain_minutes <= 0:
-        p.error(
-            "--pretrain-minutes must be a positive number of minutes, got "
-            f"{args.pretrain_minutes}"
-        )
     one_off = args.pretrain_minutes is not None
     setting = SETTINGS[args.dataset]
-    finetune_epochs = args.finetune_epochs
-    if finetune_epochs is None:
-        finetune_epochs = _scratch_epochs(setting, args) if one_off else 2
     common = [
         "--data-dir",
         os.path.join(args.data_root, "classification", args.dataset),
@@ -291,6 +274,10 @@ def main(argv=None):
         )
     )
     budget = rows[0]["total_train_seconds"]
+    finetune_epochs = args.finetune_epochs
+    if finetune_epochs is None:
+        # One-off: the epochs the scratch arm ran with (its run's config).
+        finetune_epochs = rows[0]["epochs"] if one_off else 2
     # Pre-trained once, as the example's --pretrain-minutes does; every
     # fine-tuning arm then starts from it (--from-lm) with what is left
     # of the scratch arm's seconds after the measured pre-training.
